@@ -3,11 +3,14 @@
     ncemu run                       the built-in tiled bf16 matmul on one Inf2 NeuronCore
     ncemu run --shape 512x256x1024  the same at another M x K x N
     ncemu run PROGRAM.nasm          a text-assembly program (inputs random, or --inputs FILE.npz)
+    ncemu run --json                the report as JSON; --trace FILE writes a Perfetto trace
+    ncemu run --timing-only         time without computing values
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -68,13 +71,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"ncemu run: unknown target {args.what!r}; give 'matmul' or a .nasm file",
               file=sys.stderr)
         return 2
-    result = run(program, inputs, args.machine)
+    result = run(program, inputs, args.machine, functional=not args.timing_only)
+    if args.trace:
+        Path(args.trace).write_text(json.dumps(result.report.chrome_trace()))
+    if args.json:
+        print(json.dumps(result.report.to_json(), indent=2))
+        return 0
     print(f"program {program.name}: {program.instruction_count} instructions in "
           f"{len(program.streams)} streams")
-    for stream in program.streams:
-        print(f"  {stream.name:<8} {len(stream.instructions):>6} instructions")
+    print(result.report.text())
+    if args.trace:
+        print(f"trace written to {args.trace} (open it in ui.perfetto.dev)")
     status = 0
-    for name, golden in (reference or {}).items():
+    for name, golden in (reference or {}).items() if not args.timing_only else ():
         got = result.outputs[name].astype(np.float64)
         error = np.abs(got - golden).max()
         scale = np.abs(golden).max() or 1.0
@@ -82,7 +91,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"numerics {name}: max |error| {error:.3g} (max |value| {scale:.3g}) vs numpy: "
               f"{'PASS' if ok else 'FAIL'} (rtol 1e-2)")
         status = status or (0 if ok else 1)
-    if args.outputs:
+    if args.outputs and not args.timing_only:
         np.savez(args.outputs, **result.outputs)
         print(f"outputs written to {args.outputs}")
     return status
@@ -107,6 +116,12 @@ def build_parser() -> argparse.ArgumentParser:
     run_parser.add_argument("--inputs", help="an .npz of input tensors, by tensor name")
     run_parser.add_argument("--outputs", help="write the output tensors to this .npz")
     run_parser.add_argument("--seed", type=int, default=0, help="seed of random inputs")
+    run_parser.add_argument("--json", action="store_true",
+                            help="print the report as JSON (schema ncemu.report/1) only")
+    run_parser.add_argument("--trace", metavar="FILE",
+                            help="write a Chrome/Perfetto trace (traceEvents JSON) to FILE")
+    run_parser.add_argument("--timing-only", action="store_true",
+                            help="time the program without computing any values")
     run_parser.set_defaults(handler=cmd_run)
     return parser
 

@@ -87,6 +87,27 @@ def legal_order(program: Program, rng: np.random.Generator | None = None
         raise DeadlockError("program deadlocks; blocked: " + "; ".join(blocked))
 
 
+def checked_order(program: Program, order: list[tuple[str, int]]) -> Iterator[tuple[str, int]]:
+    """Yield a given order after checking that it is legal: each stream in sequence, every
+    instruction exactly once, and no wait before the signals it needs."""
+    streams = {s.name: s.instructions for s in program.streams}
+    position = dict.fromkeys(streams, 0)
+    counts: dict[int, int] = {}
+    for stream, index in order:
+        if stream not in streams or index != position[stream]:
+            raise ValueError(f"order visits {stream}[{index}] out of sequence")
+        instr = streams[stream][index]
+        if isinstance(instr, Wait) and counts.get(instr.sem, 0) < instr.value:
+            raise ValueError(f"order runs {stream}[{index}] {instr} before its signals")
+        if isinstance(instr, Signal):
+            counts[instr.sem] = counts.get(instr.sem, 0) + 1
+        position[stream] += 1
+        yield stream, index
+    unfinished = [name for name, instrs in streams.items() if position[name] < len(instrs)]
+    if unfinished:
+        raise ValueError(f"order leaves streams {unfinished} unfinished")
+
+
 @dataclass
 class FunctionalResult:
     """Output tensors of a functional run and the order its instructions ran in."""
@@ -118,8 +139,12 @@ def prepare_inputs(program: Program, inputs: dict[str, np.ndarray]) -> dict[str,
 
 def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             hbm: DeviceMemory | None = None, rng: np.random.Generator | None = None,
-            check_initialized: bool = True) -> FunctionalResult:
-    """Validate `program`, load `inputs` into HBM, run it, and return its output tensors."""
+            check_initialized: bool = True,
+            order: list[tuple[str, int]] | None = None) -> FunctionalResult:
+    """Validate `program`, load `inputs` into HBM, run it, and return its output tensors.
+
+    Streams interleave round robin, randomly with `rng`, or in a given legal `order` (the
+    timing model's commit order, so values follow the timed execution)."""
     program.validate(target)
     hbm = DeviceMemory() if hbm is None else hbm
     prepared = prepare_inputs(program, inputs)
@@ -129,8 +154,9 @@ def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             hbm.store(tensor.name, prepared[tensor.name])
     core = FunctionalCore(target, hbm, check_initialized)
     streams = {s.name: s.instructions for s in program.streams}
-    order = []
-    for stream, index in legal_order(program, rng):
+    sequence = legal_order(program, rng) if order is None else checked_order(program, order)
+    executed = []
+    for stream, index in sequence:
         instr = streams[stream][index]
         try:
             core.execute(instr)
@@ -138,6 +164,6 @@ def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             # Keep the error's type (tests and callers catch it) and say where it happened.
             err.args = (f"{stream}[{index}] {instr}: {err}",)
             raise
-        order.append((stream, index))
+        executed.append((stream, index))
     outputs = {t.name: hbm.load(t.name) for t in program.tensors if t.kind == "output"}
-    return FunctionalResult(outputs, order, hbm)
+    return FunctionalResult(outputs, executed, hbm)

@@ -1,7 +1,8 @@
 """User-facing runner: run a Program on an emulated NeuronCore and collect its results.
 
 This is the layer above the machine core (memories, executor, timing): it resolves presets,
-prepares inputs and bundles numbers and report into one `Result`.
+times the program, executes its values in the timed order, and bundles numbers and report
+into one `Result`.
 """
 
 from __future__ import annotations
@@ -10,29 +11,51 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emulator.functional import FunctionalResult, execute
-from emulator.machine import CoreSpec, core_spec
 from isa.program import Program
+from emulator.functional import FunctionalResult, execute
+from emulator.machine import ChipSpec, CoreSpec, chip_spec, core_spec
+from emulator.report import Report, build_report
+from emulator.timing import Schedule, schedule
 
 
 @dataclass
 class Result:
-    """What a run produced: output tensors (empty in timing-only mode) and the run's details."""
+    """What a run produced: output tensors (empty in timing-only mode) and its report."""
 
     program: Program
     outputs: dict[str, np.ndarray]
+    report: Report | None = None
     functional: FunctionalResult | None = field(default=None, repr=False)
+
+    @property
+    def schedule(self) -> Schedule | None:
+        return self.report.schedule if self.report is not None else None
 
 
 def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
-        target: str | CoreSpec = "inf2", *, rng: np.random.Generator | None = None,
-        check_initialized: bool = True) -> Result:
-    """Execute `program` on one NeuronCore of `target` and return its output tensors.
+        target: str | CoreSpec = "inf2", *, chip: str | ChipSpec | None = None,
+        functional: bool = True, timing: bool = True, rng: np.random.Generator | None = None,
+        delay_ns: np.ndarray | None = None, check_initialized: bool = True) -> Result:
+    """Run `program` on one NeuronCore of `target`: its output tensors and its report.
 
-    `rng` picks a random legal interleaving of the engine streams (a race-free program gives
-    the same outputs under every one); by default streams run round robin.
+    `timing=False` skips the timing model; `functional=False` is timing-only mode (no data is
+    allocated, `inputs` are ignored).  With timing on, values are computed in the order the
+    timing model executed the instructions; `delay_ns` perturbs that timing per instruction.
+    Without timing, `rng` picks a random legal interleaving of the streams.
     """
+    if not (functional or timing):
+        raise ValueError("run needs functional=True, timing=True or both")
     spec = core_spec(target)
-    functional = execute(program, inputs or {}, spec.target, rng=rng,
-                         check_initialized=check_initialized)
-    return Result(program, functional.outputs, functional)
+    program.validate(spec.target)
+    report = None
+    order = None
+    if timing:
+        timed = schedule(program, spec, chip_spec(chip if chip is not None else "inf2"),
+                         delay_ns=delay_ns)
+        report = build_report(timed, spec)
+        order = timed.legal_order() if rng is None else None
+    if not functional:
+        return Result(program, {}, report)
+    result = execute(program, inputs or {}, spec.target, rng=rng,
+                     check_initialized=check_initialized, order=order)
+    return Result(program, result.outputs, report, result)

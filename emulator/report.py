@@ -1,0 +1,203 @@
+"""Reports of a timed run: per-engine time and utilisation, memory traffic, FLOPs, trace.
+
+`Report.to_json()` follows the documented schema "ncemu.report/1" (docs/report-schema.md):
+latency_ns, cores[] (engines -> busy_ns, cycles, utilization, instructions, flops; memory ->
+HBM/SBUF/PSUM read/write bytes and DMA bytes), tensor_hfu and arithmetic_intensity.
+`chrome_trace()` gives Chrome/Perfetto `traceEvents` JSON with one track per engine and DMA queue.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from isa.instructions import DmaCopy, Signal, Wait
+from isa.target import Engine, stream_engine
+from emulator.machine import CoreSpec
+from emulator.timing import COMPUTE, DMA, Schedule
+
+SCHEMA = "ncemu.report/1"
+MEMORY_KEYS = ("hbm_read_bytes", "hbm_write_bytes", "sbuf_read_bytes", "sbuf_write_bytes",
+               "psum_read_bytes", "psum_write_bytes", "dma_bytes")
+
+
+@dataclass
+class EngineStats:
+    """Time an engine (or the DMA queues together) spent working during a run."""
+
+    busy_ns: float
+    cycles: float | None  # at the engine's own clock; DMA has none
+    utilization: float
+    instructions: int
+    flops: int
+
+
+@dataclass
+class CoreReport:
+    engines: dict[str, EngineStats]
+    memory: dict[str, int]
+    queues: dict[str, EngineStats]
+
+
+@dataclass
+class Report:
+    """Everything measured about one timed run of a program on one core."""
+
+    program: str
+    machine: str
+    latency_ns: float
+    cores: list[CoreReport]
+    tensor_hfu: float
+    arithmetic_intensity: float | None
+    schedule: Schedule = field(repr=False)
+
+    @property
+    def flops(self) -> int:
+        return sum(e.flops for c in self.cores for e in c.engines.values())
+
+    def to_json(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "program": self.program,
+            "machine": self.machine,
+            "latency_ns": self.latency_ns,
+            "cores": [{"engines": {n: vars(e) for n, e in c.engines.items()},
+                       "memory": dict(c.memory),
+                       "dma_queues": {n: vars(e) for n, e in c.queues.items()}}
+                      for c in self.cores],
+            "tensor_hfu": self.tensor_hfu,
+            "arithmetic_intensity": self.arithmetic_intensity,
+        }
+
+    def text(self) -> str:
+        lines = [f"{self.program} on {self.machine}: latency {self.latency_ns / 1e3:.3f} us",
+                 f"  TensorE HFU {100 * self.tensor_hfu:.1f}%   FLOPs {self.flops:.4g}   "
+                 f"arithmetic intensity "
+                 + (f"{self.arithmetic_intensity:.1f} FLOP/B" if self.arithmetic_intensity
+                    is not None else "n/a (no HBM traffic)")]
+        for k, core in enumerate(self.cores):
+            lines.append(f"  core {k}  {'engine':<8}{'busy us':>10}{'cycles':>12}{'util':>8}"
+                         f"{'instr':>8}{'FLOPs':>12}")
+            for name, e in core.engines.items():
+                cycles = f"{e.cycles:.0f}" if e.cycles is not None else "-"
+                lines.append(f"          {name:<8}{e.busy_ns / 1e3:>10.3f}{cycles:>12}"
+                             f"{100 * e.utilization:>7.1f}%{e.instructions:>8}{e.flops:>12.4g}")
+            mem = core.memory
+            lines.append("          memory: " + "  ".join(
+                f"{key.replace('_bytes', '')} {_bytes(mem[key])}" for key in MEMORY_KEYS))
+        return "\n".join(lines)
+
+    def chrome_trace(self) -> dict:
+        return chrome_trace(self.schedule)
+
+
+def _bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def _union_ns(starts: np.ndarray, ends: np.ndarray) -> float:
+    """Length of the union of [start, end) intervals."""
+    if starts.size == 0:
+        return 0.0
+    order = np.argsort(starts, kind="stable")
+    total, cur_start, cur_end = 0.0, starts[order[0]], ends[order[0]]
+    for i in order[1:]:
+        if starts[i] > cur_end:
+            total += cur_end - cur_start
+            cur_start, cur_end = starts[i], ends[i]
+        else:
+            cur_end = max(cur_end, ends[i])
+    return float(total + cur_end - cur_start)
+
+
+def memory_traffic(program) -> dict[str, int]:
+    """Bytes each memory reads and writes, implied by the instructions' operands."""
+    traffic = dict.fromkeys(MEMORY_KEYS, 0)
+    for stream in program.streams:
+        for instr in stream.instructions:
+            for ap in instr.reads().values():
+                traffic[f"{ap.space.value}_read_bytes"] += ap.nbytes
+            for ap in instr.writes().values():
+                traffic[f"{ap.space.value}_write_bytes"] += ap.nbytes
+            if isinstance(instr, DmaCopy):
+                traffic["dma_bytes"] += instr.src.nbytes
+    return traffic
+
+
+def build_report(schedule: Schedule, spec: CoreSpec) -> Report:
+    encoded = schedule.encoded
+    program = encoded.program
+    latency = schedule.latency_ns
+    engines: dict[str, EngineStats] = {}
+    queues: dict[str, EngineStats] = {}
+    tensor_flops = 0
+    dma_starts, dma_ends, dma_count = [], [], 0
+    for k, name in enumerate(encoded.streams):
+        first, last = encoded.stream_first[k], encoded.stream_first[k + 1]
+        rows = np.arange(first, last)
+        real = [int(r) for r in rows if encoded.kind[r] in (COMPUTE, DMA)]
+        engine = stream_engine(name)
+        if engine is Engine.DMA:
+            starts, ends = schedule.start_ns[real], schedule.end_ns[real]
+            busy = _union_ns(starts, ends)
+            queues[name] = EngineStats(busy, None, busy / latency if latency else 0.0,
+                                       len(real), 0)
+            dma_starts.append(starts)
+            dma_ends.append(ends)
+            dma_count += len(real)
+            continue
+        clock = spec.clock_ghz(engine)
+        busy = float(sum(encoded.busy_ns[r] + schedule.delay_ns[r] for r in real))
+        cycles = float(sum(encoded.costs[r].busy + schedule.delay_ns[r] * clock for r in real))
+        flops = int(sum(encoded.costs[r].flops for r in real))
+        if engine is Engine.TENSOR:
+            tensor_flops += flops
+        engines[name] = EngineStats(busy, cycles, busy / latency if latency else 0.0, len(real),
+                                    flops)
+    if dma_starts:
+        busy = _union_ns(np.concatenate(dma_starts), np.concatenate(dma_ends))
+        engines["dma"] = EngineStats(busy, None, busy / latency if latency else 0.0, dma_count, 0)
+    memory = memory_traffic(program)
+    hbm = memory["hbm_read_bytes"] + memory["hbm_write_bytes"]
+    total_flops = sum(e.flops for e in engines.values())
+    hfu = tensor_flops / (latency * 1e-9 * spec.tensor_peak_flops) if latency else 0.0
+    return Report(program.name, spec.name, latency, [CoreReport(engines, memory, queues)], hfu,
+                  total_flops / hbm if hbm else None, schedule)
+
+
+def chrome_trace(schedule: Schedule, core: int = 0) -> dict:
+    """Chrome/Perfetto trace: process = core, one thread (track) per engine and DMA queue."""
+    encoded = schedule.encoded
+    program = encoded.program
+    events = [{"name": "process_name", "ph": "M", "pid": core, "tid": 0,
+               "args": {"name": f"core {core}: {program.name}"}}]
+    for k, name in enumerate(encoded.streams):
+        events.append({"name": "thread_name", "ph": "M", "pid": core, "tid": k + 1,
+                       "args": {"name": name}})
+        events.append({"name": "thread_sort_index", "ph": "M", "pid": core, "tid": k + 1,
+                       "args": {"sort_index": k}})
+        first = encoded.stream_first[k]
+        for index, instr in enumerate(program.streams[k].instructions):
+            row = first + index
+            start = schedule.start_ns[row]
+            if isinstance(instr, (Wait, Signal)):
+                events.append({"name": str(instr), "ph": "i", "s": "t", "pid": core,
+                               "tid": k + 1, "ts": start / 1e3})
+                continue
+            if encoded.kind[row] == DMA:
+                duration = schedule.end_ns[row] - start
+            else:
+                duration = encoded.busy_ns[row] + schedule.delay_ns[row]
+            args = {name: str(ap) for name, ap in instr.operand_fields().items()}
+            args["bytes"] = int(sum(ap.nbytes for ap in instr.operand_fields().values()))
+            args["index"] = index
+            args["complete_ns"] = float(schedule.end_ns[row])
+            events.append({"name": instr.opcode, "ph": "X", "pid": core, "tid": k + 1,
+                           "ts": start / 1e3, "dur": duration / 1e3, "args": args})
+    return {"traceEvents": events, "displayTimeUnit": "ns"}
+

@@ -1,0 +1,293 @@
+"""The timing model: when every instruction of a program starts and completes.
+
+Timing never computes values.  A program is encoded into flat arrays (one row per instruction:
+kind, engine costs in ns, semaphore slots, DMA sizes) and a numba-compiled list scheduler walks
+the streams: at each step it commits the unblocked stream whose next instruction can start
+earliest.  Engines run their streams in order; a Tensor-engine LoadStationary hides behind the
+previous matmul when it can; Vector/GpSimd share an SBUF port and Vector/Scalar a PSUM port
+[A2]; a DMA transfer is split by partitions over the core's DMA engines, each adding a fixed
+cost and streaming at its bandwidth, while the chip's HBM is a shared server of fixed bandwidth.
+Time is float64 nanoseconds; each engine's cycles follow from its clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from isa.access import AccessPattern
+from isa.instructions import DmaCopy, Instruction, MatMul, Signal, Wait
+from isa.program import Program
+from isa.target import Engine, Space, stream_engine
+from emulator.costs import Cost, instruction_cost
+from emulator.machine import ChipSpec, CoreSpec, chip_spec
+
+COMPUTE, WAIT, SIGNAL, DMA = 0, 1, 2, 3
+PORT_SBUF_VG, PORT_PSUM_VS = 1, 2  # shared ports [A2 2.1]
+_DEADLOCK = -1
+
+
+class TimingDeadlock(RuntimeError):
+    """The timed streams cannot make progress (a wait that is never satisfied)."""
+
+
+@dataclass
+class EncodedProgram:
+    """Flat arrays the scheduler reads; one row per instruction, streams concatenated."""
+
+    program: Program
+    streams: list[str]
+    stream_first: np.ndarray  # [n_streams + 1] first row of each stream
+    kind: np.ndarray
+    busy_ns: np.ndarray
+    latency_ns: np.ndarray
+    load_ns: np.ndarray  # LoadStationary time of a matmul switching stationary; -1: not a matmul
+    dependent_ns: np.ndarray  # extra gap after the previous instruction it depends on
+    ports: np.ndarray
+    sem_slot: np.ndarray  # wait: slot of the signal it needs; signal: its slot
+    dma_bytes: np.ndarray
+    dma_rows: np.ndarray
+    dma_hbm_bytes: np.ndarray
+    stream_queue: np.ndarray  # DMA queue number of each stream, -1 for engines
+    n_slots: int
+    costs: list[Cost | None] = field(repr=False)
+
+
+def _overlaps(a: AccessPattern, b: AccessPattern) -> bool:
+    """Conservative overlap of two operands (bounding boxes), for same-engine dependences."""
+    if a.space is not b.space or (a.space is Space.HBM and a.tensor != b.tensor):
+        return False
+    if a.space is not Space.HBM and (a.partition_end <= b.partition_start
+                                     or b.partition_end <= a.partition_start):
+        return False
+    (a0, a1), (b0, b1) = a.byte_span(), b.byte_span()
+    return a0 < b1 and b0 < a1
+
+
+def _ports(instr: Instruction, engine: Engine) -> int:
+    spaces = {ap.space for ap in instr.operand_fields().values()}
+    ports = 0
+    if engine in (Engine.VECTOR, Engine.GPSIMD) and Space.SBUF in spaces:
+        ports |= PORT_SBUF_VG
+    if engine in (Engine.VECTOR, Engine.SCALAR) and Space.PSUM in spaces:
+        ports |= PORT_PSUM_VS
+    return ports
+
+
+def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
+    """Encode `program` for the scheduler; costs come from the opcode table's formulas."""
+    n = program.instruction_count
+    kind = np.zeros(n, np.int8)
+    busy, latency = np.zeros(n), np.zeros(n)
+    load, dependent = np.full(n, -1.0), np.zeros(n)
+    ports, sem_slot = np.zeros(n, np.int8), np.full(n, -1, np.int64)
+    dma_bytes, dma_rows, dma_hbm = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
+    stream_first = np.zeros(len(program.streams) + 1, np.int64)
+    stream_queue = np.full(len(program.streams), -1, np.int64)
+    costs: list[Cost | None] = [None] * n
+    slot_base: dict[int, int] = {}
+    signals: dict[int, int] = {}
+    for stream in program.streams:  # signal counts give each semaphore a block of slots
+        for instr in stream.instructions:
+            if isinstance(instr, Signal):
+                signals[instr.sem] = signals.get(instr.sem, 0) + 1
+    total = 0
+    for sem in sorted(signals):
+        slot_base[sem], total = total, total + signals[sem]
+    seen: dict[int, int] = {}
+    cache: dict[Instruction, Cost] = {}
+    row = 0
+    for s, stream in enumerate(program.streams):
+        stream_first[s] = row
+        engine = stream_engine(stream.name)
+        if engine is Engine.DMA:
+            stream_queue[s] = int(stream.name[3:])
+        clock = spec.clock_ghz(engine)
+        previous_writes: list[AccessPattern] = []
+        previous_stationary = None
+        for instr in stream.instructions:
+            if isinstance(instr, Wait):
+                kind[row] = WAIT
+                sem_slot[row] = slot_base.get(instr.sem, 0) + instr.value - 1
+            elif isinstance(instr, Signal):
+                kind[row] = SIGNAL
+                sem_slot[row] = slot_base[instr.sem] + seen.get(instr.sem, 0)
+                seen[instr.sem] = seen.get(instr.sem, 0) + 1
+            elif isinstance(instr, DmaCopy):
+                kind[row] = DMA
+                dma_bytes[row] = instr.src.nbytes
+                dma_rows[row] = max(instr.src.partitions, instr.dst.partitions)
+                dma_hbm[row] = sum(ap.nbytes for ap in (instr.src, instr.dst)
+                                   if ap.space is Space.HBM)
+            else:
+                kind[row] = COMPUTE
+                cost = cache.get(instr)
+                if cost is None:
+                    cost = cache[instr] = instruction_cost(instr, engine, spec)
+                costs[row] = cost
+                busy[row], latency[row] = cost.busy / clock, cost.latency / clock
+                if isinstance(instr, MatMul):
+                    switched = instr.stationary != previous_stationary
+                    load[row] = cost.load / clock if switched else 0.0
+                    previous_stationary = instr.stationary
+                reads = instr.reads().values()
+                if any(_overlaps(r, w) for r in reads for w in previous_writes):
+                    dependent[row] = spec.dependent_overhead / clock
+                previous_writes = list(instr.writes().values())
+                ports[row] = _ports(instr, engine)
+            row += 1
+    stream_first[-1] = row
+    return EncodedProgram(program, [s.name for s in program.streams], stream_first, kind, busy,
+                          latency, load, dependent, ports, sem_slot, dma_bytes, dma_rows,
+                          dma_hbm, stream_queue, total, costs)
+
+
+@numba.njit(cache=True)
+def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slot, dma_bytes,
+              dma_rows, dma_hbm, stream_queue, n_slots, delay, dma_engines, dma_bw, dma_fixed,
+              hbm_bw, semaphore_ns):  # pragma: no cover - compiled; tested through schedule()
+    n_streams = stream_first.shape[0] - 1
+    n = kind.shape[0]
+    start = np.zeros(n)
+    end = np.zeros(n)
+    order = np.full(n, -1, np.int64)
+    pos = stream_first[:-1].copy()
+    ready = np.zeros(n_streams)  # earliest start of the next instruction (after waits)
+    free = np.zeros(n_streams)  # the engine's issue interval ends here
+    done = np.zeros(n_streams)  # latest completion of the stream's instructions so far
+    last_mm = np.zeros(n_streams)  # start of the previous matmul (LoadStationary overlap)
+    sig_time = np.full(max(n_slots, 1), -1.0)
+    port_vg = 0.0
+    port_vs = 0.0
+    dma_free = np.zeros(dma_engines)
+    dma_busy = np.zeros(dma_engines)
+    hbm_free = 0.0
+    for step in range(n):
+        best = -1
+        best_t = np.inf
+        for s in range(n_streams):
+            i = pos[s]
+            if i >= stream_first[s + 1]:
+                continue
+            k = kind[i]
+            if k == 1:  # WAIT
+                signalled = sig_time[sem_slot[i]]
+                if signalled < 0.0:
+                    continue
+                t = max(ready[s], signalled + semaphore_ns)
+            elif k == 2:  # SIGNAL
+                t = max(ready[s], done[s])
+            elif k == 3:  # DMA
+                t = max(ready[s], free[s])
+            else:
+                t = max(ready[s], free[s] + dependent[i])
+                if ports[i] & 1:
+                    t = max(t, port_vg)
+                if ports[i] & 2:
+                    t = max(t, port_vs)
+                if load[i] > 0.0:  # LoadStationary may start with the previous matmul
+                    t = max(t, max(last_mm[s], ready[s]) + load[i])
+            if t < best_t:
+                best_t = t
+                best = s
+        if best < 0:
+            return start, end, order, dma_busy, step
+        s = best
+        i = pos[s]
+        t = best_t
+        k = kind[i]
+        start[i] = t
+        if k == 1:
+            ready[s] = t
+            end[i] = t
+        elif k == 2:
+            sig_time[sem_slot[i]] = t
+            end[i] = t
+        elif k == 3:
+            rows = dma_rows[i]
+            per = (rows + dma_engines - 1) // dma_engines
+            chunks = (rows + per - 1) // per
+            finish = t
+            for j in range(chunks):
+                share = min(per, rows - j * per) / rows
+                e = (stream_queue[s] + j) % dma_engines
+                data = max(t + dma_fixed, dma_free[e])
+                streamed = data + dma_bytes[i] * share / dma_bw + delay[i]
+                chunk_end = streamed
+                if dma_hbm[i] > 0.0:
+                    hbm_free = max(hbm_free, data) + dma_hbm[i] * share / hbm_bw
+                    chunk_end = max(streamed, hbm_free)
+                dma_busy[e] += chunk_end - data
+                dma_free[e] = chunk_end
+                finish = max(finish, chunk_end)
+            free[s] = t
+            end[i] = finish
+            done[s] = max(done[s], finish)
+        else:
+            occupied = busy[i] + delay[i]
+            free[s] = t + occupied
+            end[i] = t + max(latency[i] + delay[i], occupied)
+            done[s] = max(done[s], end[i])
+            if ports[i] & 1:
+                port_vg = t + occupied
+            if ports[i] & 2:
+                port_vs = t + occupied
+            if load[i] >= 0.0:
+                last_mm[s] = t
+        order[step] = i
+        pos[s] += 1
+    return start, end, order, dma_busy, n
+
+
+@dataclass
+class Schedule:
+    """Start and completion time (ns) of every instruction, in encoded row order."""
+
+    encoded: EncodedProgram
+    start_ns: np.ndarray
+    end_ns: np.ndarray
+    order: np.ndarray  # rows in the order the scheduler committed them (a legal order)
+    dma_engine_busy_ns: np.ndarray
+    delay_ns: np.ndarray
+
+    @property
+    def latency_ns(self) -> float:
+        return float(self.end_ns.max()) if self.end_ns.size else 0.0
+
+    def legal_order(self) -> list[tuple[str, int]]:
+        """The committed order as (stream, index) pairs, for the functional executor."""
+        first = self.encoded.stream_first
+        streams = np.searchsorted(first, self.order, side="right") - 1
+        return [(self.encoded.streams[s], int(r - first[s])) for s, r in zip(streams, self.order)]
+
+
+def schedule(program: Program, spec: CoreSpec, chip: ChipSpec | str = "inf2",
+             delay_ns: np.ndarray | None = None, encoded: EncodedProgram | None = None
+             ) -> Schedule:
+    """Time `program` on one core of `chip`.  `delay_ns` adds extra time per instruction
+    (used to test that timing perturbations never change results)."""
+    chip = chip_spec(chip)
+    encoded = encode(program, spec) if encoded is None else encoded
+    n = encoded.kind.shape[0]
+    delay = np.zeros(n) if delay_ns is None else np.asarray(delay_ns, np.float64)
+    if delay.shape != (n,) or np.any(delay < 0):
+        raise ValueError(f"delay_ns must be {n} non-negative values, got shape {delay.shape}")
+    start, end, order, dma_busy, committed = _schedule(
+        encoded.stream_first, encoded.kind, encoded.busy_ns, encoded.latency_ns, encoded.load_ns,
+        encoded.dependent_ns, encoded.ports, encoded.sem_slot, encoded.dma_bytes,
+        encoded.dma_rows, encoded.dma_hbm_bytes, encoded.stream_queue, encoded.n_slots, delay,
+        spec.dma_engines, spec.dma_engine_gbps, spec.dma_fixed_ns, chip.hbm_gbps,
+        spec.semaphore_ns)
+    if committed < n:
+        done = order[:committed]
+        blocked = []
+        for k, name in enumerate(encoded.streams):
+            first, last = encoded.stream_first[k], encoded.stream_first[k + 1]
+            index = int(np.count_nonzero((done >= first) & (done < last)))
+            if first + index < last:
+                blocked.append(program.locate(name, index))
+        raise TimingDeadlock(f"program {program.name} deadlocks after {committed} of {n} "
+                             f"instructions; blocked: " + "; ".join(blocked))
+    return Schedule(encoded, start, end, order, dma_busy, delay)
