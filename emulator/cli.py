@@ -27,7 +27,8 @@ def _shape(text: str) -> tuple[int, int, int]:
     try:
         m, k, n = (int(v) for v in text.lower().split("x"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"shape {text!r} must be MxKxN, e.g. 1024x512x1024")
+        raise argparse.ArgumentTypeError(
+            f"shape {text!r} must be MxKxN, e.g. 1024x512x1024") from None
     return m, k, n
 
 

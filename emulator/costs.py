@@ -12,14 +12,14 @@ names each opcode's formula (`OpSpec.cost`); `COST_FORMULAS` maps those names to
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
+from emulator.machine import CoreSpec
+from emulator.systolic import SystolicArray, isolated_matmul_cycles
 from isa.access import AccessPattern
 from isa.instructions import Instruction
 from isa.target import Engine
-from emulator.machine import CoreSpec
-from emulator.systolic import SystolicArray, isolated_matmul_cycles
 
 
 @dataclass(frozen=True)

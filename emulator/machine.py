@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, fields
 
 from isa.target import INF2, Engine, Target
 
-
 _MAY_BE_ZERO = frozenset({"semaphore_ns", "access_overhead", "dependent_overhead",
                           "gpsimd_startup", "dma_fixed_ns"})
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from isa.instructions import DmaCopy, Signal, Wait
-from isa.target import Engine, stream_engine
 from emulator.machine import CoreSpec
 from emulator.timing import COMPUTE, DMA, Schedule
+from isa.instructions import DmaCopy, Signal, Wait
+from isa.target import Engine, stream_engine
 
 SCHEMA = "ncemu.report/1"
 MEMORY_KEYS = ("hbm_read_bytes", "hbm_write_bytes", "sbuf_read_bytes", "sbuf_write_bytes",

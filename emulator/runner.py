@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from isa.program import Program
 from emulator.functional import FunctionalResult, execute
 from emulator.machine import ChipSpec, CoreSpec, chip_spec, core_spec
 from emulator.report import Report, build_report
 from emulator.timing import Schedule, schedule
+from isa.program import Program
 
 
 @dataclass

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from emulator.costs import Cost, instruction_cost
+from emulator.machine import ChipSpec, CoreSpec, chip_spec
 from isa.access import AccessPattern
 from isa.instructions import DmaCopy, Instruction, MatMul, Signal, Wait
 from isa.program import Program
 from isa.target import Engine, Space, stream_engine
-from emulator.costs import Cost, instruction_cost
-from emulator.machine import ChipSpec, CoreSpec, chip_spec
 
 COMPUTE, WAIT, SIGNAL, DMA = 0, 1, 2, 3
 PORT_SBUF_VG, PORT_PSUM_VS = 1, 2  # shared ports [A2 2.1]
@@ -132,8 +132,11 @@ def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
                     switched = instr.stationary != previous_stationary
                     load[row] = cost.load / clock if switched else 0.0
                     previous_stationary = instr.stationary
+                # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2];
+                # PSUM accumulation into the same bank streams back to back on TensorE.
                 reads = instr.reads().values()
-                if any(_overlaps(r, w) for r in reads for w in previous_writes):
+                if engine is not Engine.TENSOR and any(
+                        _overlaps(r, w) for r in reads for w in previous_writes):
                     dependent[row] = spec.dependent_overhead / clock
                 previous_writes = list(instr.writes().values())
                 ports[row] = _ports(instr, engine)
@@ -210,10 +213,12 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
             per = (rows + dma_engines - 1) // dma_engines
             chunks = (rows + per - 1) // per
             finish = t
+            streaming = np.inf
             for j in range(chunks):
                 share = min(per, rows - j * per) / rows
                 e = (stream_queue[s] + j) % dma_engines
                 data = max(t + dma_fixed, dma_free[e])
+                streaming = min(streaming, data)
                 streamed = data + dma_bytes[i] * share / dma_bw + delay[i]
                 chunk_end = streamed
                 if dma_hbm[i] > 0.0:
@@ -222,7 +227,9 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
                 dma_busy[e] += chunk_end - data
                 dma_free[e] = chunk_end
                 finish = max(finish, chunk_end)
-            free[s] = t
+            # A queue prepares its next transfer's descriptors while this one streams, but does
+            # not run further ahead: queue-mates wait, other queues get the engines in turn.
+            free[s] = streaming
             end[i] = finish
             done[s] = max(done[s], finish)
         else:

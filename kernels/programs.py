@@ -2,8 +2,10 @@
 
 `tiled_matmul` is the built-in default of `ncemu run`: result[M, N] = lhsT[K, M].T @ rhs[K, N],
 the NKI matmul tutorial's layout (the stationary operand arrives transposed, K on partitions).
-Both operands are loaded into SBUF once; each 128 x 512 output tile accumulates its K tiles in a
-PSUM bank, the Vector engine drains the bank to SBUF, and a DMA queue stores it.  PSUM banks and
+Every operand tile is loaded into SBUF once, in the order of first use, and the Tensor engine
+waits only for the tiles it needs next, so loading overlaps computing; each 128 x 512 output tile
+accumulates its K tiles in a PSUM bank, the Vector engine drains the bank to SBUF, and a DMA
+queue stores it.  PSUM banks and
 output buffers are double-buffered so that the Tensor engine, the Vector engine and the store
 queue overlap.
 """
@@ -48,31 +50,54 @@ def tiled_matmul(m: int = 1024, k: int = 512, n: int = 1024, dt: str | DType = "
     b.tensor("rhs", (k, n), dt, "input")
     b.tensor("result", (m, n), "fp32", "output")
 
-    def on_chip(space: Space, offset: int, free: int, tdt: DType) -> AccessPattern:
+    def on_chip(offset: int, free: int, tdt: DType, space: Space = Space.SBUF) -> AccessPattern:
         return AccessPattern(space, tdt, 0, tile_k, offset, ((1, free),))
 
-    # 1. Load every K tile of both operands, one DMA queue per tile.
-    queue = 0
-    for kt in range(k_tiles):
-        for tensor, width, base in (("lhsT", m, lhs_base), ("rhs", n, rhs_base)):
-            stream = f"dma{queue % target.dma_queues}"
-            src = hbm(tensor, tile_k, width, width, dt, offset=kt * tile_k * width * size)
-            b.emit(stream, DmaCopy(on_chip(Space.SBUF, base + kt * width * size, width, dt), src))
-            b.sync(stream, "tensor", b.semaphore())
-            queue += 1
-    store = f"dma{queue % target.dma_queues}"
-    psum_full, psum_free, out_ready, out_free = (b.semaphore() for _ in range(4))
+    # 1. Loads: one DMA per operand tile, in the order the Tensor engine first needs them,
+    # round robin over the queues but the last; each queue counts its loads on a semaphore.
+    load_queues = max(1, target.dma_queues - 1)
+    queue_sem = [b.semaphore() for _ in range(load_queues)]
+    loaded: dict[tuple[str, int, int], tuple[str, int, int]] = {}  # tile -> (stream, sem, count)
 
-    for group, (mt, nt) in enumerate((mt, nt) for mt in range(m_tiles) for nt in range(n_tiles)):
+    def load(tensor: str, kt: int, col: int, width: int, row_elems: int, base: int) -> None:
+        stream = f"dma{len(loaded) % load_queues}"
+        src = hbm(tensor, tile_k, row_elems, width, dt,
+                  offset=(kt * tile_k * row_elems + col * width) * size)
+        dst = on_chip(base + (kt * row_elems + col * width) * size, width, dt)
+        b.emit(stream, DmaCopy(dst, src))
+        sem = queue_sem[len(loaded) % load_queues]
+        loaded[(tensor, kt, col)] = (stream, sem, b.signal(stream, sem))
+
+    awaited: dict[int, int] = {}
+
+    def need(tile: tuple[str, int, int]) -> None:
+        _, sem, count = loaded[tile]
+        if awaited.get(sem, 0) < count:
+            b.emit("tensor", Wait(sem, count))
+            awaited[sem] = count
+
+    store = f"dma{target.dma_queues - 1}"
+    psum_full, psum_free, out_ready, out_free = (b.semaphore() for _ in range(4))
+    groups = [(mt, nt) for mt in range(m_tiles) for nt in range(n_tiles)]
+    for mt, nt in groups:
+        for kt in range(k_tiles):
+            if ("lhsT", kt, mt) not in loaded:
+                load("lhsT", kt, mt, tile_m, m, lhs_base)
+            if ("rhs", kt, nt) not in loaded:
+                load("rhs", kt, nt, tile_n, n, rhs_base)
+
+    for group, (mt, nt) in enumerate(groups):
         slot = group % buffers
         bank = psum(tile_m, tile_n, "fp32", offset=slot * target.psum_bank_bytes)
-        out_tile = on_chip(Space.SBUF, out_base + slot * tile_n * 4, tile_n, dtype("fp32"))
+        out_tile = on_chip(out_base + slot * tile_n * 4, tile_n, dtype("fp32"))
         # 2. Accumulate the K tiles into a PSUM bank once the Vector engine has drained it.
         if group >= buffers:
             b.emit("tensor", Wait(psum_free, group - buffers + 1))
         for kt in range(k_tiles):
-            stationary = on_chip(Space.SBUF, lhs_base + (kt * m + mt * tile_m) * size, tile_m, dt)
-            moving = on_chip(Space.SBUF, rhs_base + (kt * n + nt * tile_n) * size, tile_n, dt)
+            need(("lhsT", kt, mt))
+            need(("rhs", kt, nt))
+            stationary = on_chip(lhs_base + (kt * m + mt * tile_m) * size, tile_m, dt)
+            moving = on_chip(rhs_base + (kt * n + nt * tile_n) * size, tile_n, dt)
             b.emit("tensor", MatMul(bank, stationary, moving, accumulate=kt > 0))
         b.signal("tensor", psum_full)
         # 3. Drain PSUM to an SBUF output buffer once the store queue has emptied it.
