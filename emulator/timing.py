@@ -55,6 +55,16 @@ class EncodedProgram:
     costs: list[Cost | None] = field(repr=False)
 
 
+@dataclass(frozen=True)
+class _Facts:
+    """What encoding needs of a compute instruction, computed once per distinct instruction."""
+
+    cost: Cost | None
+    reads: tuple[AccessPattern, ...]
+    writes: tuple[AccessPattern, ...]
+    row: tuple
+
+
 def _overlaps(a: AccessPattern, b: AccessPattern) -> bool:
     """Conservative overlap of two operands (bounding boxes), for same-engine dependences."""
     if a.space is not b.space or (a.space is Space.HBM and a.tensor != b.tensor):
@@ -77,74 +87,91 @@ def _ports(instr: Instruction, engine: Engine) -> int:
 
 
 def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
-    """Encode `program` for the scheduler; costs come from the opcode table's formulas."""
-    n = program.instruction_count
-    kind = np.zeros(n, np.int8)
-    busy, latency = np.zeros(n), np.zeros(n)
-    load, dependent = np.full(n, -1.0), np.zeros(n)
-    ports, sem_slot = np.zeros(n, np.int8), np.full(n, -1, np.int64)
-    dma_bytes, dma_rows, dma_hbm = np.zeros(n), np.zeros(n, np.int64), np.zeros(n)
-    stream_first = np.zeros(len(program.streams) + 1, np.int64)
-    stream_queue = np.full(len(program.streams), -1, np.int64)
-    costs: list[Cost | None] = [None] * n
-    slot_base: dict[int, int] = {}
+    """Encode `program` for the scheduler; costs come from the opcode table's formulas.
+
+    Facts that depend only on an instruction's value (its cost, operands, ports) are computed
+    once per distinct instruction; only the context (stationary switches, same-engine
+    dependences, semaphore slots) is worked out per row.
+    """
     signals: dict[int, int] = {}
     for stream in program.streams:  # signal counts give each semaphore a block of slots
         for instr in stream.instructions:
-            if isinstance(instr, Signal):
+            if type(instr) is Signal:
                 signals[instr.sem] = signals.get(instr.sem, 0) + 1
+    slot_base: dict[int, int] = {}
     total = 0
     for sem in sorted(signals):
         slot_base[sem], total = total, total + signals[sem]
     seen: dict[int, int] = {}
-    cache: dict[Instruction, Cost] = {}
-    row = 0
+    memo: dict[Instruction, _Facts] = {}
+    # Row: kind, busy ns, latency ns, load ns, dependent ns, ports, slot, bytes, rows, HBM bytes.
+    rows: list[tuple] = []
+    costs: list[Cost | None] = []
+    stream_first = np.zeros(len(program.streams) + 1, np.int64)
+    stream_queue = np.full(len(program.streams), -1, np.int64)
+    overhead = spec.dependent_overhead
     for s, stream in enumerate(program.streams):
-        stream_first[s] = row
+        stream_first[s] = len(rows)
         engine = stream_engine(stream.name)
         if engine is Engine.DMA:
             stream_queue[s] = int(stream.name[3:])
         clock = spec.clock_ghz(engine)
-        previous_writes: list[AccessPattern] = []
+        tensor = engine is Engine.TENSOR
+        previous_writes: tuple[AccessPattern, ...] = ()
         previous_stationary = None
         for instr in stream.instructions:
-            if isinstance(instr, Wait):
-                kind[row] = WAIT
-                sem_slot[row] = slot_base.get(instr.sem, 0) + instr.value - 1
-            elif isinstance(instr, Signal):
-                kind[row] = SIGNAL
-                sem_slot[row] = slot_base[instr.sem] + seen.get(instr.sem, 0)
-                seen[instr.sem] = seen.get(instr.sem, 0) + 1
-            elif isinstance(instr, DmaCopy):
-                kind[row] = DMA
-                dma_bytes[row] = instr.src.nbytes
-                dma_rows[row] = max(instr.src.partitions, instr.dst.partitions)
-                dma_hbm[row] = sum(ap.nbytes for ap in (instr.src, instr.dst)
-                                   if ap.space is Space.HBM)
-            else:
-                kind[row] = COMPUTE
-                cost = cache.get(instr)
-                if cost is None:
-                    cost = cache[instr] = instruction_cost(instr, engine, spec)
-                costs[row] = cost
-                busy[row], latency[row] = cost.busy / clock, cost.latency / clock
-                if isinstance(instr, MatMul):
-                    switched = instr.stationary != previous_stationary
-                    load[row] = cost.load / clock if switched else 0.0
-                    previous_stationary = instr.stationary
-                # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2];
-                # PSUM accumulation into the same bank streams back to back on TensorE.
-                reads = instr.reads().values()
-                if engine is not Engine.TENSOR and any(
-                        _overlaps(r, w) for r in reads for w in previous_writes):
-                    dependent[row] = spec.dependent_overhead / clock
-                previous_writes = list(instr.writes().values())
-                ports[row] = _ports(instr, engine)
-            row += 1
-    stream_first[-1] = row
-    return EncodedProgram(program, [s.name for s in program.streams], stream_first, kind, busy,
-                          latency, load, dependent, ports, sem_slot, dma_bytes, dma_rows,
-                          dma_hbm, stream_queue, total, costs)
+            record = type(instr)
+            if record is Wait:
+                slot = slot_base.get(instr.sem, 0) + instr.value - 1
+                rows.append((WAIT, 0.0, 0.0, -1.0, 0.0, 0, slot, 0.0, 0, 0.0))
+                costs.append(None)
+                continue
+            if record is Signal:
+                count = seen.get(instr.sem, 0)
+                seen[instr.sem] = count + 1
+                rows.append((SIGNAL, 0.0, 0.0, -1.0, 0.0, 0, slot_base[instr.sem] + count,
+                             0.0, 0, 0.0))
+                costs.append(None)
+                continue
+            facts = memo.get(instr)
+            if facts is None:
+                facts = memo[instr] = _facts(instr, engine, spec, clock)
+            costs.append(facts.cost)
+            if record is DmaCopy:
+                rows.append(facts.row)
+                continue
+            load = -1.0
+            if record is MatMul:
+                load = facts.cost.load / clock if instr.stationary != previous_stationary else 0.0
+                previous_stationary = instr.stationary
+            dependent = 0.0
+            # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2]; PSUM
+            # accumulation into the same bank streams back to back on TensorE.
+            if previous_writes and not tensor and any(
+                    _overlaps(r, w) for r in facts.reads for w in previous_writes):
+                dependent = overhead / clock
+            previous_writes = facts.writes
+            kind, busy, latency, _, _, ports, slot, nbytes, nrows, hbm = facts.row
+            rows.append((kind, busy, latency, load, dependent, ports, slot, nbytes, nrows, hbm))
+    stream_first[-1] = len(rows)
+    table = np.array(rows, dtype=np.float64).reshape(len(rows), 10)
+    return EncodedProgram(
+        program, [s.name for s in program.streams], stream_first, table[:, 0].astype(np.int8),
+        table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy(), table[:, 4].copy(),
+        table[:, 5].astype(np.int8), table[:, 6].astype(np.int64), table[:, 7].copy(),
+        table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue, total, costs)
+
+
+def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> _Facts:
+    if isinstance(instr, DmaCopy):
+        hbm = sum(ap.nbytes for ap in (instr.src, instr.dst) if ap.space is Space.HBM)
+        rows = max(instr.src.partitions, instr.dst.partitions)
+        row = (DMA, 0.0, 0.0, -1.0, 0.0, 0, -1, float(instr.src.nbytes), rows, float(hbm))
+        return _Facts(None, (), (), row)
+    cost = instruction_cost(instr, engine, spec)
+    row = (COMPUTE, cost.busy / clock, cost.latency / clock, -1.0, 0.0, _ports(instr, engine),
+           -1, 0.0, 0, 0.0)
+    return _Facts(cost, tuple(instr.reads().values()), tuple(instr.writes().values()), row)
 
 
 @numba.njit(cache=True)

@@ -65,6 +65,15 @@ class AccessPattern:
             if self.partition_start < 0:
                 raise ValueError(f"partition start {self.partition_start} must be >= 0")
 
+    def __hash__(self) -> int:
+        # Operands are hashed often (timing-model memo tables); compute the hash once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash((self.space, self.dtype.name, self.partition_start, self.partitions,
+                           self.offset, self.axes, self.tensor, self.partition_stride))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     # ---- shape and size -------------------------------------------------------------------
     @property
     def free_shape(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ engines run an opcode and which memories each operand may use are declared once,
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
@@ -57,6 +58,11 @@ def _same_size(name_a: str, a: AP, name_b: str, b: AP) -> None:
              f"[{b.partitions}, {b.free_size}]")
 
 
+@functools.cache
+def _field_names(record: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(record))
+
+
 @dataclass(frozen=True)
 class Instruction:
     """Base record.  Subclasses set `opcode` and declare their operands as fields."""
@@ -69,8 +75,12 @@ class Instruction:
 
     def operand_fields(self) -> dict[str, AccessPattern]:
         """Every access-pattern operand this instruction carries, by field name."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if isinstance(getattr(self, f.name), AccessPattern)}
+        found = {}
+        for name in _field_names(type(self)):
+            value = getattr(self, name)
+            if isinstance(value, AccessPattern):
+                found[name] = value
+        return found
 
     def accumulates(self) -> bool:
         """True when the instruction reads its destination (PSUM accumulation)."""
@@ -286,13 +296,13 @@ class TensorScalar(Instruction):
 
     def __post_init__(self) -> None:
         _immediate(self, "operand0", "operand1")
-        _check_alu("op0", self.op0, (self.src, self.dst))
+        _check_alu("op0", self.op0, (self.src, self.dst), "operand0", self.operand0)
         _same_size("dst", self.dst, "src", self.src)
         _per_partition("operand0", self.operand0, self.src.partitions)
         _require((self.op1 is None) == (self.operand1 is None),
                  f"op1={self.op1!r} and operand1={self.operand1!r} must be given together")
         if self.op1 is not None:
-            _check_alu("op1", self.op1, (self.src, self.dst))
+            _check_alu("op1", self.op1, (self.src, self.dst), "operand1", self.operand1)
             _per_partition("operand1", self.operand1, self.src.partitions)
 
 
@@ -350,7 +360,7 @@ class TensorTensorScan(Instruction):
 
     def __post_init__(self) -> None:
         _immediate(self, "initial")
-        _check_alu("op0", self.op0, (self.in0, self.dst))
+        _check_alu("op0", self.op0, (self.in0, self.dst), "initial", self.initial)
         _check_alu("op1", self.op1, (self.in1, self.dst))
         _same_size("dst", self.dst, "in0", self.in0)
         _same_size("in0", self.in0, "in1", self.in1)
@@ -453,8 +463,14 @@ class Reciprocal(Instruction):
         _same_size("dst", self.dst, "src", self.src)
 
 
-def _check_alu(name: str, op: str, tiles: tuple[AP, ...]) -> None:
+def _check_alu(name: str, op: str, tiles: tuple[AP, ...], operand_name: str = "",
+               operand: ScalarOrTile | None = None) -> None:
+    """A known ALU op; bitwise ops need integer tiles and an integral operand (if one is given)."""
     _require(op in ALU_OPS, f"unknown ALU op {name}={op!r}; supported: {', '.join(ALU_OPS)}")
     if op in BITWISE_OPS:
+        if isinstance(operand, AccessPattern):
+            tiles = (*tiles, operand)
         floats = [str(t) for t in tiles if t.dtype.is_float]
         _require(not floats, f"{name}={op} needs integer tiles, got float {', '.join(floats)}")
+        _require(not isinstance(operand, float) or operand.is_integer(),
+                 f"{name}={op} needs an integer {operand_name}, got {operand!r}")
