@@ -28,7 +28,8 @@ class Cost:
 
     `busy`: cycles the engine is occupied (its issue interval); the next instruction of the
     stream may start after it.  `latency`: cycles from start until the result is written and
-    visible to other engines (>= busy).  `load`: TensorE LoadStationary cycles needed before
+    visible to other engines; it can be shorter than `busy` (a tiny matmul's result leaves a
+    small array before MM_INIT_LATENCY has passed).  `load`: TensorE LoadStationary cycles needed before
     the matmul streams, which the scheduler hides behind the previous matmul when it can.
     """
 
@@ -38,8 +39,8 @@ class Cost:
     load: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.busy < 0 or self.latency < self.busy or self.load < 0:
-            raise ValueError(f"inconsistent cost {self}: need 0 <= busy <= latency, load >= 0")
+        if self.busy < 0 or self.latency < 0 or self.load < 0:
+            raise ValueError(f"inconsistent cost {self}: busy, latency and load must be >= 0")
 
 
 def _stride_factor(spec: CoreSpec, *operands: AccessPattern | None) -> int:
@@ -94,7 +95,7 @@ def matmul_cost(instr, engine, spec) -> Cost:
     # Result latency: fill + stream + drain of the PE array (fp32 streams `factor` passes).
     latency = phases["fill"] + phases["stream"] * factor + phases["drain"]
     load = math.ceil(m / spec.load_stationary_speedup) * factor
-    return Cost(float(issue), float(max(issue, latency)), 2 * k * m * n, float(load))
+    return Cost(float(issue), float(latency), 2 * k * m * n, float(load))
 
 
 def transpose_cost(instr, engine, spec) -> Cost:
@@ -103,7 +104,7 @@ def transpose_cost(instr, engine, spec) -> Cost:
     # As a matmul of src [K=P, M=F] against identity [P, P].
     phases = isolated_matmul_cycles(SystolicArray(spec.pe_rows, spec.pe_cols, "ws"), p, f, p)
     latency = phases["fill"] + phases["stream"] + phases["drain"]
-    return Cost(float(issue), float(max(issue, latency)), 0,
+    return Cost(float(issue), float(latency), 0,
                 float(math.ceil(f / spec.load_stationary_speedup)))
 
 

@@ -262,7 +262,7 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
         else:
             occupied = busy[i] + delay[i]
             free[s] = t + occupied
-            end[i] = t + max(latency[i] + delay[i], occupied)
+            end[i] = t + latency[i] + delay[i]
             done[s] = max(done[s], end[i])
             if ports[i] & 1:
                 port_vg = t + occupied
