@@ -12,6 +12,7 @@ Time is float64 nanoseconds; each engine's cycles follow from its clock.
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass, field
 
 import numba
@@ -93,6 +94,18 @@ def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     once per distinct instruction; only the context (stationary switches, same-engine
     dependences, semaphore slots) is worked out per row.
     """
+    # The encoder allocates one small tuple per row; with a large program alive, Python's
+    # cyclic collector would rescan every instruction record again and again (superlinear).
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _encode(program, spec)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     signals: dict[int, int] = {}
     for stream in program.streams:  # signal counts give each semaphore a block of slots
         for instr in stream.instructions:
