@@ -1,102 +1,16 @@
-"""The `ncemu` command line.
+"""The `ncemu` command line: one subcommand per module of `emulator.commands`.
 
-    ncemu run                       the built-in tiled bf16 matmul on one Inf2 NeuronCore
-    ncemu run --shape 512x256x1024  the same at another M x K x N
-    ncemu run PROGRAM.nasm          a text-assembly program (inputs random, or --inputs FILE.npz)
-    ncemu run --json                the report as JSON; --trace FILE writes a Perfetto trace
-    ncemu run --timing-only         time without computing values
+    ncemu run            emulate the built-in tiled bf16 matmul on one Inf2 NeuronCore
+    ncemu COMMAND --help what a command does and its options
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import sys
-from pathlib import Path
 
-import numpy as np
-
-from emulator.machine import CORES
-from emulator.runner import run
-from isa.assembly import parse_program
-from isa.dtypes import DTYPES
-from isa.program import Program
-
-
-def _shape(text: str) -> tuple[int, int, int]:
-    try:
-        m, k, n = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"shape {text!r} must be MxKxN, e.g. 1024x512x1024") from None
-    return m, k, n
-
-
-def _load_inputs(path: str) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        return {name: data[name] for name in data.files}
-
-
-def _random_inputs(program: Program, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for tensor in program.tensors:
-        if tensor.kind != "input":
-            continue
-        if tensor.dtype.is_float:
-            arrays[tensor.name] = rng.standard_normal(tensor.shape).astype(np.float32)
-        else:
-            info = np.iinfo(tensor.dtype.storage)
-            low, high = max(info.min, -100), min(info.max, 100)
-            arrays[tensor.name] = rng.integers(low, high, tensor.shape).astype(tensor.dtype.storage)
-    return arrays
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from kernels.programs import tiled_matmul, tiled_matmul_inputs, tiled_matmul_reference
-
-    reference = None
-    if args.what is None or args.what == "matmul":
-        m, k, n = args.shape
-        program = tiled_matmul(m, k, n, args.dtype)
-        inputs = tiled_matmul_inputs(program, args.seed)
-        if not args.timing_only:
-            reference = {"result": tiled_matmul_reference(inputs, args.dtype)}
-    elif args.what.endswith(".nasm"):
-        path = Path(args.what)
-        if not path.is_file():
-            print(f"ncemu run: no such program file {path}", file=sys.stderr)
-            return 2
-        program = parse_program(path.read_text())
-        inputs = _load_inputs(args.inputs) if args.inputs else _random_inputs(program, args.seed)
-    else:
-        print(f"ncemu run: unknown target {args.what!r}; give 'matmul' or a .nasm file",
-              file=sys.stderr)
-        return 2
-    result = run(program, inputs, args.machine, functional=not args.timing_only)
-    if args.trace:
-        Path(args.trace).write_text(json.dumps(result.report.chrome_trace()))
-    if args.json:
-        print(json.dumps(result.report.to_json(), indent=2))
-        return 0
-    print(f"program {program.name}: {program.instruction_count} instructions in "
-          f"{len(program.streams)} streams")
-    print(result.report.text())
-    if args.trace:
-        print(f"trace written to {args.trace} (open it in ui.perfetto.dev)")
-    status = 0
-    for name, golden in (reference or {}).items():
-        got = result.outputs[name].astype(np.float64)
-        error = np.abs(got - golden).max()
-        scale = np.abs(golden).max() or 1.0
-        ok = np.allclose(got, golden, rtol=1e-2, atol=1e-2 * scale)
-        print(f"numerics {name}: max |error| {error:.3g} (max |value| {scale:.3g}) vs numpy: "
-              f"{'PASS' if ok else 'FAIL'} (rtol 1e-2)")
-        status = status or (0 if ok else 1)
-    if args.outputs and not args.timing_only:
-        np.savez(args.outputs, **result.outputs)
-        print(f"outputs written to {args.outputs}")
-    return status
+from emulator.commands import COMMANDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,27 +18,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ncemu", description="Cycle-approximate emulator of AWS NeuronCore accelerators.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run_parser = commands.add_parser(
-        "run", help="run a built-in kernel or an assembly program and report",
-        description="Run a program on an emulated NeuronCore, check its numbers, report.")
-    run_parser.add_argument("what", nargs="?", default=None,
-                            help="'matmul' (default, built-in tiled matmul) or PROGRAM.nasm")
-    run_parser.add_argument("--shape", type=_shape, default=(1024, 512, 1024),
-                            help="M x K x N of the built-in matmul (default 1024x512x1024)")
-    run_parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES),
-                            help="operand dtype of the built-in matmul (default bf16)")
-    run_parser.add_argument("--machine", default="inf2", choices=sorted(CORES),
-                            help="NeuronCore preset (default inf2)")
-    run_parser.add_argument("--inputs", help="an .npz of input tensors, by tensor name")
-    run_parser.add_argument("--outputs", help="write the output tensors to this .npz")
-    run_parser.add_argument("--seed", type=int, default=0, help="seed of random inputs")
-    run_parser.add_argument("--json", action="store_true",
-                            help="print the report as JSON (schema ncemu.report/1) only")
-    run_parser.add_argument("--trace", metavar="FILE",
-                            help="write a Chrome/Perfetto trace (traceEvents JSON) to FILE")
-    run_parser.add_argument("--timing-only", action="store_true",
-                            help="time the program without computing any values")
-    run_parser.set_defaults(handler=cmd_run)
+    for name in COMMANDS:
+        importlib.import_module(f"emulator.commands.{name}").register(commands)
     return parser
 
 

@@ -29,8 +29,9 @@ class Cost:
     `busy`: cycles the engine is occupied (its issue interval); the next instruction of the
     stream may start after it.  `latency`: cycles from start until the result is written and
     visible to other engines; it can be shorter than `busy` (a tiny matmul's result leaves a
-    small array before MM_INIT_LATENCY has passed).  `load`: TensorE LoadStationary cycles needed before
-    the matmul streams, which the scheduler hides behind the previous matmul when it can.
+    small array before MM_INIT_LATENCY has passed).  `load`: TensorE LoadStationary cycles
+    needed before the matmul streams, which the scheduler hides behind the previous matmul
+    when it can.
     """
 
     busy: float

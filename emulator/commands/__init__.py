@@ -1,0 +1,3 @@
+"""Subcommands of `ncemu`: one module each, exposing `register(subparsers)`."""
+
+COMMANDS = ("run",)
