@@ -7,12 +7,13 @@ into one `Result`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from emulator.functional import FunctionalResult, execute
-from emulator.machine import ChipSpec, CoreSpec, chip_spec, core_spec
+from emulator.machine import CoreSpec, InstanceSpec
+from emulator.machine_file import machine as resolve_machine
 from emulator.report import Report, build_report
 from emulator.timing import Schedule, schedule
 from isa.program import Program
@@ -32,11 +33,22 @@ class Result:
         return self.report.schedule if self.report is not None else None
 
 
+def core_and_chip(machine: str | InstanceSpec | CoreSpec):
+    """The core and chip a single-core run uses: from an instance preset name or alias
+    (`inf2.xlarge`, `inf1`), a `.toml` machine file, an InstanceSpec, or a bare CoreSpec (run
+    on an Inferentia2 chip whose cores are that core)."""
+    if isinstance(machine, CoreSpec):
+        chip = resolve_machine("inf2").chip
+        return machine, replace(chip, core=machine)
+    instance = resolve_machine(machine)
+    return instance.chip.core, instance.chip
+
+
 def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
-        target: str | CoreSpec = "inf2", *, chip: str | ChipSpec | None = None,
-        functional: bool = True, timing: bool = True, rng: np.random.Generator | None = None,
+        machine: str | InstanceSpec | CoreSpec = "inf2", *, functional: bool = True,
+        timing: bool = True, rng: np.random.Generator | None = None,
         delay_ns: np.ndarray | None = None, check_initialized: bool = True) -> Result:
-    """Run `program` on one NeuronCore of `target`: its output tensors and its report.
+    """Run `program` on one NeuronCore of `machine`: its output tensors and its report.
 
     `timing=False` skips the timing model; `functional=False` is timing-only mode (no data is
     allocated, `inputs` are ignored).  With timing on, values are computed in the order the
@@ -45,13 +57,12 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
     """
     if not (functional or timing):
         raise ValueError("run needs functional=True, timing=True or both")
-    spec = core_spec(target)
+    spec, chip = core_and_chip(machine)
     program.validate(spec.target)
     report = None
     order = None
     if timing:
-        timed = schedule(program, spec, chip_spec(chip if chip is not None else "inf2"),
-                         delay_ns=delay_ns)
+        timed = schedule(program, spec, chip, delay_ns=delay_ns)
         report = build_report(timed, spec)
         order = timed.legal_order() if rng is None else None
     if not functional:

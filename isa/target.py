@@ -152,7 +152,19 @@ INF2 = Target(
     engines=_V2_ENGINES,
 )
 
-TARGETS: dict[str, Target] = {"inf2": INF2, "trn1": INF2}
+# NeuronCore-v1 (Inferentia): Tensor, Vector, Scalar engines, no GpSimd [NC1].  Its SBUF and
+# PSUM sizes are not public (hardware.md 7, 8); chosen: 128 partitions of 80 KiB (10 MiB, the
+# ~10 MB of weights per core implied by the pipeline tech note's rule of thumb [PIPE]) and a
+# PSUM like NeuronCore-v2's.  Matmul limits assumed equal to v2's (a 128x128 array, see
+# emulator.machine.NEURONCORE_V1).
+INF1 = Target(
+    name="inf1", partitions=128, sbuf_partition_bytes=80 * 1024, psum_partition_bytes=16 * 1024,
+    psum_banks=8, matmul_max_k=128, matmul_max_m=128, matmul_max_n=512, transpose_max=128,
+    max_free_axes=4, max_axis_size=65535, max_axis_stride=32767, dma_queues=16, semaphores=32,
+    engines=(Engine.TENSOR, Engine.VECTOR, Engine.SCALAR, Engine.SYNC, Engine.DMA),
+)
+
+TARGETS: dict[str, Target] = {"inf2": INF2, "trn1": INF2, "inf1": INF1}
 
 
 def target(value: str | Target) -> Target:

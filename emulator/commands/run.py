@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emulator.machine import CORES
-from emulator.runner import run
+from emulator.runner import core_and_chip, run
 from isa.assembly import parse_program
 from isa.dtypes import DTYPES
 from isa.program import Program
@@ -58,7 +57,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     reference = None
     if args.what is None or args.what == "matmul":
         m, k, n = args.shape
-        program = tiled_matmul(m, k, n, args.dtype)
+        program = tiled_matmul(m, k, n, args.dtype, target=core_and_chip(args.machine)[0].target)
         inputs = tiled_matmul_inputs(program, args.seed)
         if not args.timing_only:
             reference = {"result": tiled_matmul_reference(inputs, args.dtype)}
@@ -110,8 +109,10 @@ def register(commands: argparse._SubParsersAction) -> None:
                             help="M x K x N of the built-in matmul (default 1024x512x1024)")
     run_parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES),
                             help="operand dtype of the built-in matmul (default bf16)")
-    run_parser.add_argument("--machine", default="inf2", choices=sorted(CORES),
-                            help="NeuronCore preset (default inf2)")
+    run_parser.add_argument("--machine", default="inf2",
+                            help="instance preset (inf2.xlarge, inf1.xlarge, trn1.2xlarge, ...; "
+                                 "inf1/inf2/trn1 for short) or a machine .toml file; the "
+                                 "program runs on one NeuronCore of it (default inf2)")
     run_parser.add_argument("--inputs", help="an .npz of input tensors, by tensor name")
     run_parser.add_argument("--outputs", help="write the output tensors to this .npz")
     run_parser.add_argument("--seed", type=int, default=0, help="seed of random inputs")
