@@ -33,14 +33,18 @@ class Result:
         return self.report.schedule if self.report is not None else None
 
 
-def core_and_chip(machine: str | InstanceSpec | CoreSpec):
-    """The core and chip a single-core run uses: from an instance preset name or alias
-    (`inf2.xlarge`, `inf1`), a `.toml` machine file, an InstanceSpec, or a bare CoreSpec (run
-    on an Inferentia2 chip whose cores are that core)."""
+def resolve_instance(machine: str | InstanceSpec | CoreSpec) -> InstanceSpec:
+    """The instance a run uses: from a preset name or alias (`inf2.xlarge`, `inf1`), a `.toml`
+    machine file, an InstanceSpec, or a bare CoreSpec (an inf2.xlarge whose cores are it)."""
     if isinstance(machine, CoreSpec):
-        chip = resolve_machine("inf2").chip
-        return machine, replace(chip, core=machine)
-    instance = resolve_machine(machine)
+        base = resolve_machine("inf2")
+        return replace(base, chip=replace(base.chip, core=machine))
+    return resolve_machine(machine)
+
+
+def core_and_chip(machine: str | InstanceSpec | CoreSpec):
+    """The core and chip of a single-core run on `machine` (see `resolve_instance`)."""
+    instance = resolve_instance(machine)
     return instance.chip.core, instance.chip
 
 
@@ -57,13 +61,15 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
     """
     if not (functional or timing):
         raise ValueError("run needs functional=True, timing=True or both")
-    spec, chip = core_and_chip(machine)
+    instance = resolve_instance(machine)
+    spec, chip = instance.chip.core, instance.chip
     program.validate(spec.target)
     report = None
     order = None
     if timing:
         timed = schedule(program, spec, chip, delay_ns=delay_ns)
         report = build_report(timed, spec)
+        report.machine = f"{instance.name} ({spec.name})"
         order = timed.legal_order() if rng is None else None
     if not functional:
         return Result(program, {}, report)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -123,3 +124,24 @@ def test_machine_resolves_names_and_files(tmp_path):
     assert machine("inf1") is INSTANCES["inf1.xlarge"]
     with pytest.raises(MachineFileError, match="no machine file"):
         machine(tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("machines/*.toml")),
+                         ids=lambda p: p.stem)
+def test_shipped_machine_files_load_and_run(path):
+    instance = load_machine(path)
+    assert instance.name == path.stem
+    program = tiled_matmul(256, 128, 512, "bf16", target=instance.chip.core.target)
+    report = run(program, machine=path, functional=False).report
+    assert report.machine.startswith(path.stem) and report.latency_ns > 0
+
+
+def test_lower_hbm_bandwidth_slows_a_bandwidth_bound_program():
+    # A 100 GB/s HBM binds before the DMA engines' 16 x 17 B/ns = 272 B/ns.
+    slow = load_machine_text('base = "inf2"\n[chip]\nhbm_gbps = 100.0\n')
+    program = tiled_matmul(512, 128, 1024, "bf16")
+    base = run(program, machine="inf2", functional=False).report
+    starved = run(program, machine=slow, functional=False).report
+    hbm_bytes = sum(starved.cores[0].memory[k] for k in ("hbm_read_bytes", "hbm_write_bytes"))
+    assert starved.latency_ns > base.latency_ns
+    assert starved.latency_ns >= hbm_bytes / 100.0
