@@ -36,9 +36,15 @@ class FunctionalCore:
 
     def execute(self, instr: Instruction) -> None:
         spec = instr.spec()
+        if spec.collective:
+            raise ValueError(f"{instr.opcode} involves several cores: run the programs together "
+                             f"with emulator.system.run_system")
         values = {name: self.memories[ap.space].read(ap, self.check_initialized)
                   for name, ap in instr.reads().items()}
-        results = spec.semantics(instr, values)
+        self.write_results(instr, spec.semantics(instr, values))
+
+    def write_results(self, instr: Instruction, results: dict[str, np.ndarray]) -> None:
+        """Store an instruction's computed values, cast to each destination's dtype."""
         for name, result in results.items():
             ap = getattr(instr, name)
             self.memories[ap.space].write(ap, cast(np.asarray(result).reshape(ap.shape), ap.dtype))

@@ -32,10 +32,13 @@ def _written_pattern(itemsize: int) -> np.ndarray:
 def _strided(buffer: np.ndarray, storage: np.dtype, first: int, row_stride: int,
              ap: AccessPattern) -> np.ndarray:
     """A writeable view of `buffer` (1-D bytes) shaped like `ap`, element `first` at [0, 0...]."""
-    typed = buffer.view(storage)
     size = storage.itemsize
+    # Stride an unsigned view and reinterpret it: as_strided goes through __array_interface__,
+    # whose type string numpy cannot read back for some ml_dtypes types (fp8_e5m2 is "<f1").
+    words = buffer.view(f"u{size}")
     strides = (row_stride * size, *(stride * size for stride, _ in ap.axes))
-    return as_strided(typed[first:], shape=ap.shape, strides=strides, writeable=True)
+    view = as_strided(words[first:], shape=ap.shape, strides=strides, writeable=True)
+    return view.view(storage)
 
 
 class OnChipMemory:
@@ -97,7 +100,8 @@ class DeviceMemory:
                 raise MemoryAccessError(
                     f"tensor {tensor.name} is already allocated as {self.tensors[tensor.name]}")
             return
-        if self.capacity_bytes is not None and self.used_bytes + tensor.nbytes > self.capacity_bytes:
+        capacity = self.capacity_bytes
+        if capacity is not None and self.used_bytes + tensor.nbytes > capacity:
             raise MemoryAccessError(
                 f"allocating {tensor.name} ({tensor.nbytes} bytes) exceeds device memory: "
                 f"{self.used_bytes} of {self.capacity_bytes} bytes already used")

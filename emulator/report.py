@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emulator.machine import CoreSpec
-from emulator.timing import COMPUTE, DMA, Schedule
+from emulator.timing import COLLECTIVE, DMA, SIGNAL, WAIT, Schedule
 from isa.instructions import DmaCopy, Signal, Wait
 from isa.target import Engine, stream_engine
 
@@ -50,7 +50,9 @@ class Report:
     cores: list[CoreReport]
     tensor_hfu: float
     arithmetic_intensity: float | None
-    schedule: Schedule = field(repr=False)
+    schedule: Schedule | None = field(repr=False)
+    chips: list[dict] = field(default_factory=list)  # multi-core runs: per-chip totals
+    links: dict[str, float] = field(default_factory=dict)  # bytes per NeuronLink direction
 
     @property
     def flops(self) -> int:
@@ -68,6 +70,7 @@ class Report:
                       for c in self.cores],
             "tensor_hfu": self.tensor_hfu,
             "arithmetic_intensity": self.arithmetic_intensity,
+            **({"chips": self.chips, "links": self.links} if self.chips else {}),
         }
 
     def text(self) -> str:
@@ -86,6 +89,12 @@ class Report:
             mem = core.memory
             lines.append("          memory: " + "  ".join(
                 f"{key.replace('_bytes', '')} {_bytes(mem[key])}" for key in MEMORY_KEYS))
+        for chip in self.chips:
+            lines.append(f"  chip {chip['chip']}: cores {chip['cores']}, TensorE busy "
+                         f"{chip['tensor_busy_ns'] / 1e3:.3f} us, HBM "
+                         f"{_bytes(chip['hbm_bytes'])}")
+        for link, nbytes in self.links.items():
+            lines.append(f"  NeuronLink {link}: {_bytes(nbytes)}")
         return "\n".join(lines)
 
     def chrome_trace(self) -> dict:
@@ -129,18 +138,17 @@ def memory_traffic(program) -> dict[str, int]:
     return traffic
 
 
-def build_report(schedule: Schedule, spec: CoreSpec) -> Report:
+def core_report(schedule: Schedule, spec: CoreSpec, latency: float) -> tuple[CoreReport, int]:
+    """Engine and memory figures of one core's schedule, utilisation relative to `latency`;
+    also returns the core's TensorE FLOPs."""
     encoded = schedule.encoded
-    program = encoded.program
-    latency = schedule.latency_ns
     engines: dict[str, EngineStats] = {}
     queues: dict[str, EngineStats] = {}
     tensor_flops = 0
     dma_starts, dma_ends, dma_count = [], [], 0
     for k, name in enumerate(encoded.streams):
         first, last = encoded.stream_first[k], encoded.stream_first[k + 1]
-        rows = np.arange(first, last)
-        real = [int(r) for r in rows if encoded.kind[r] in (COMPUTE, DMA)]
+        real = [r for r in range(first, last) if encoded.kind[r] not in (WAIT, SIGNAL)]
         engine = stream_engine(name)
         if engine is Engine.DMA:
             starts, ends = schedule.start_ns[real], schedule.end_ns[real]
@@ -162,11 +170,16 @@ def build_report(schedule: Schedule, spec: CoreSpec) -> Report:
     if dma_starts:
         busy = _union_ns(np.concatenate(dma_starts), np.concatenate(dma_ends))
         engines["dma"] = EngineStats(busy, None, busy / latency if latency else 0.0, dma_count, 0)
-    memory = memory_traffic(program)
-    hbm = memory["hbm_read_bytes"] + memory["hbm_write_bytes"]
-    total_flops = sum(e.flops for e in engines.values())
+    return CoreReport(engines, memory_traffic(encoded.program), queues), tensor_flops
+
+
+def build_report(schedule: Schedule, spec: CoreSpec) -> Report:
+    latency = schedule.latency_ns
+    core, tensor_flops = core_report(schedule, spec, latency)
+    hbm = core.memory["hbm_read_bytes"] + core.memory["hbm_write_bytes"]
+    total_flops = sum(e.flops for e in core.engines.values())
     hfu = tensor_flops / (latency * 1e-9 * spec.tensor_peak_flops) if latency else 0.0
-    return Report(program.name, spec.name, latency, [CoreReport(engines, memory, queues)], hfu,
+    return Report(schedule.encoded.program.name, spec.name, latency, [core], hfu,
                   total_flops / hbm if hbm else None, schedule)
 
 
@@ -189,7 +202,7 @@ def chrome_trace(schedule: Schedule, core: int = 0) -> dict:
                 events.append({"name": str(instr), "ph": "i", "s": "t", "pid": core,
                                "tid": k + 1, "ts": start / 1e3})
                 continue
-            if encoded.kind[row] == DMA:
+            if encoded.kind[row] in (DMA, COLLECTIVE):
                 duration = schedule.end_ns[row] - start
             else:
                 duration = encoded.busy_ns[row] + schedule.delay_ns[row]

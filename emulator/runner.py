@@ -14,6 +14,7 @@ import numpy as np
 from emulator.functional import FunctionalResult, execute
 from emulator.machine import CoreSpec, InstanceSpec
 from emulator.machine_file import machine as resolve_machine
+from emulator.races import check_races
 from emulator.report import Report, build_report
 from emulator.timing import Schedule, schedule
 from isa.program import Program
@@ -51,19 +52,24 @@ def core_and_chip(machine: str | InstanceSpec | CoreSpec):
 def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
         machine: str | InstanceSpec | CoreSpec = "inf2", *, functional: bool = True,
         timing: bool = True, rng: np.random.Generator | None = None,
-        delay_ns: np.ndarray | None = None, check_initialized: bool = True) -> Result:
+        delay_ns: np.ndarray | None = None, check_initialized: bool = True,
+        race_check: bool = True) -> Result:
     """Run `program` on one NeuronCore of `machine`: its output tensors and its report.
 
     `timing=False` skips the timing model; `functional=False` is timing-only mode (no data is
     allocated, `inputs` are ignored).  With timing on, values are computed in the order the
     timing model executed the instructions; `delay_ns` perturbs that timing per instruction.
-    Without timing, `rng` picks a random legal interleaving of the streams.
+    Without timing, `rng` picks a random legal interleaving of the streams.  `race_check`
+    first proves that every conflicting access pair between streams is ordered by semaphores
+    (`emulator.races`); an unsynchronised pair raises `RaceError` naming both instructions.
     """
     if not (functional or timing):
         raise ValueError("run needs functional=True, timing=True or both")
     instance = resolve_instance(machine)
     spec, chip = instance.chip.core, instance.chip
     program.validate(spec.target)
+    if race_check:
+        check_races(program)
     report = None
     order = None
     if timing:

@@ -25,7 +25,7 @@ from isa.instructions import DmaCopy, Instruction, MatMul, Signal, Wait
 from isa.program import Program
 from isa.target import Engine, Space, stream_engine
 
-COMPUTE, WAIT, SIGNAL, DMA = 0, 1, 2, 3
+COMPUTE, WAIT, SIGNAL, DMA, COLLECTIVE = 0, 1, 2, 3, 4
 PORT_SBUF_VG, PORT_PSUM_VS = 1, 2  # shared ports [A2 2.1]
 _DEADLOCK = -1
 
@@ -150,7 +150,7 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
             if facts is None:
                 facts = memo[instr] = _facts(instr, engine, spec, clock)
             costs.append(facts.cost)
-            if record is DmaCopy:
+            if record is DmaCopy or facts.row[0] == COLLECTIVE:
                 rows.append(facts.row)
                 continue
             load = -1.0
@@ -181,6 +181,10 @@ def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> 
         rows = max(instr.src.partitions, instr.dst.partitions)
         row = (DMA, 0.0, 0.0, -1.0, 0.0, 0, -1, float(instr.src.nbytes), rows, float(hbm))
         return _Facts(None, (), (), row)
+    if instr.spec().collective:  # timed by the interconnect model of a multi-core run
+        nbytes = sum(ap.nbytes for ap in instr.operand_fields().values())
+        return _Facts(None, (), (), (COLLECTIVE, 0.0, 0.0, -1.0, 0.0, 0, -1, float(nbytes), 0,
+                                     0.0))
     cost = instruction_cost(instr, engine, spec)
     row = (COMPUTE, cost.busy / clock, cost.latency / clock, -1.0, 0.0, _ports(instr, engine),
            -1, 0.0, 0, 0.0)
@@ -189,10 +193,13 @@ def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> 
 
 @numba.njit(cache=True)
 def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slot, dma_bytes,
-              dma_rows, dma_hbm, stream_queue, n_slots, delay, dma_engines, dma_bw, dma_fixed,
-              hbm_bw, semaphore_ns):  # pragma: no cover - compiled; tested through schedule()
+              dma_rows, dma_hbm, stream_queue, stream_core, core_chip, n_slots, delay,
+              coll_of_row, coll_first, coll_rows, coll_duration, coll_link_first, coll_links,
+              n_links, dma_engines, dma_bw, dma_fixed, hbm_bw,
+              semaphore_ns):  # pragma: no cover - compiled; tested through schedule()
     n_streams = stream_first.shape[0] - 1
     n = kind.shape[0]
+    n_cores = core_chip.shape[0]
     start = np.zeros(n)
     end = np.zeros(n)
     order = np.full(n, -1, np.int64)
@@ -202,12 +209,18 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
     done = np.zeros(n_streams)  # latest completion of the stream's instructions so far
     last_mm = np.zeros(n_streams)  # start of the previous matmul (LoadStationary overlap)
     sig_time = np.full(max(n_slots, 1), -1.0)
-    port_vg = 0.0
-    port_vs = 0.0
-    dma_free = np.zeros(dma_engines)
-    dma_busy = np.zeros(dma_engines)
-    hbm_free = 0.0
-    for step in range(n):
+    port_vg = np.zeros(n_cores)  # Vector/GpSimd SBUF port, per core
+    port_vs = np.zeros(n_cores)  # Vector/Scalar PSUM port, per core
+    dma_free = np.zeros(n_cores * dma_engines)
+    dma_busy = np.zeros(n_cores * dma_engines)
+    hbm_free = np.zeros(core_chip.max() + 1)  # device memory, per chip
+    n_coll = coll_first.shape[0] - 1
+    arrived = np.zeros(n, np.bool_)
+    coll_count = np.zeros(max(n_coll, 1), np.int64)
+    coll_arrival = np.zeros(max(n_coll, 1))
+    link_free = np.zeros(max(n_links, 1))
+    committed = 0
+    while committed < n:
         best = -1
         best_t = np.inf
         for s in range(n_streams):
@@ -215,6 +228,7 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
             if i >= stream_first[s + 1]:
                 continue
             k = kind[i]
+            core = stream_core[s]
             if k == 1:  # WAIT
                 signalled = sig_time[sem_slot[i]]
                 if signalled < 0.0:
@@ -224,23 +238,51 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
                 t = max(ready[s], done[s])
             elif k == 3:  # DMA
                 t = max(ready[s], free[s])
+            elif k == 4:  # COLLECTIVE: a rendezvous of every participant's queue
+                c = coll_of_row[i]
+                if not arrived[i]:
+                    arrived[i] = True
+                    coll_count[c] += 1
+                    coll_arrival[c] = max(coll_arrival[c], max(ready[s], free[s]))
+                if coll_count[c] < coll_first[c + 1] - coll_first[c]:
+                    continue
+                t = coll_arrival[c]
+                for j in range(coll_link_first[c], coll_link_first[c + 1]):
+                    t = max(t, link_free[coll_links[j]])
             else:
                 t = max(ready[s], free[s] + dependent[i])
                 if ports[i] & 1:
-                    t = max(t, port_vg)
+                    t = max(t, port_vg[core])
                 if ports[i] & 2:
-                    t = max(t, port_vs)
+                    t = max(t, port_vs[core])
                 if load[i] > 0.0:  # LoadStationary may start with the previous matmul
                     t = max(t, max(last_mm[s], ready[s]) + load[i])
             if t < best_t:
                 best_t = t
                 best = s
         if best < 0:
-            return start, end, order, dma_busy, step
+            return start, end, order, dma_busy, committed
         s = best
         i = pos[s]
         t = best_t
         k = kind[i]
+        core = stream_core[s]
+        if k == 4:
+            c = coll_of_row[i]
+            finish = t + coll_duration[c]
+            for j in range(coll_link_first[c], coll_link_first[c + 1]):
+                link_free[coll_links[j]] = finish
+            for j in range(coll_first[c], coll_first[c + 1]):
+                row = coll_rows[j]
+                owner = np.searchsorted(stream_first, row, side="right") - 1
+                start[row] = t
+                end[row] = finish
+                free[owner] = finish
+                done[owner] = max(done[owner], finish)
+                order[committed] = row
+                committed += 1
+                pos[owner] += 1
+            continue
         start[i] = t
         if k == 1:
             ready[s] = t
@@ -252,18 +294,19 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
             rows = dma_rows[i]
             per = (rows + dma_engines - 1) // dma_engines
             chunks = (rows + per - 1) // per
+            chip = core_chip[core]
             finish = t
             streaming = np.inf
             for j in range(chunks):
                 share = min(per, rows - j * per) / rows
-                e = (stream_queue[s] + j) % dma_engines
+                e = core * dma_engines + (stream_queue[s] + j) % dma_engines
                 data = max(t + dma_fixed, dma_free[e])
                 streaming = min(streaming, data)
                 streamed = data + dma_bytes[i] * share / dma_bw + delay[i]
                 chunk_end = streamed
                 if dma_hbm[i] > 0.0:
-                    hbm_free = max(hbm_free, data) + dma_hbm[i] * share / hbm_bw
-                    chunk_end = max(streamed, hbm_free)
+                    hbm_free[chip] = max(hbm_free[chip], data) + dma_hbm[i] * share / hbm_bw
+                    chunk_end = max(streamed, hbm_free[chip])
                 dma_busy[e] += chunk_end - data
                 dma_free[e] = chunk_end
                 finish = max(finish, chunk_end)
@@ -278,12 +321,13 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
             end[i] = t + latency[i] + delay[i]
             done[s] = max(done[s], end[i])
             if ports[i] & 1:
-                port_vg = t + occupied
+                port_vg[core] = t + occupied
             if ports[i] & 2:
-                port_vs = t + occupied
+                port_vs[core] = t + occupied
             if load[i] >= 0.0:
                 last_mm[s] = t
-        order[step] = i
+        order[committed] = i
+        committed += 1
         pos[s] += 1
     return start, end, order, dma_busy, n
 
@@ -310,6 +354,82 @@ class Schedule:
         return [(self.encoded.streams[s], int(r - first[s])) for s, r in zip(streams, self.order)]
 
 
+@dataclass(frozen=True)
+class CollectiveTable:
+    """Matched collectives of a multi-core run: each one's participant rows (in the merged
+    row numbering), its duration and the NeuronLinks it occupies."""
+
+    rows: list[list[int]]
+    duration_ns: list[float]
+    links: list[list[int]]
+    n_links: int
+
+    @staticmethod
+    def empty() -> CollectiveTable:
+        return CollectiveTable([], [], [], 0)
+
+
+def _flatten(groups: list[list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    first = np.zeros(len(groups) + 1, np.int64)
+    first[1:] = np.cumsum([len(g) for g in groups])
+    flat = np.array([x for g in groups for x in g], np.int64)
+    return first, flat
+
+
+def run_scheduler(encoded: list[EncodedProgram], core_chip: list[int], spec: CoreSpec,
+                  chip: ChipSpec, collectives: CollectiveTable,
+                  delay_ns: np.ndarray | None = None):
+    """Schedule the programs of several cores together (shared HBM per chip, collectives).
+
+    Returns (start, end, order, dma_busy, committed) over the merged rows: the rows of core
+    k's program follow those of core k-1, streams likewise."""
+    offsets = np.cumsum([0] + [e.kind.shape[0] for e in encoded])
+    n = int(offsets[-1])
+    slot_offsets = np.cumsum([0] + [e.n_slots for e in encoded])
+    stream_first = np.concatenate(
+        [e.stream_first[:-1] + offsets[k] for k, e in enumerate(encoded)] + [[n]]).astype(np.int64)
+    stream_core = np.concatenate(
+        [np.full(len(e.streams), k, np.int64) for k, e in enumerate(encoded)]).astype(np.int64)
+
+    def cat(name: str) -> np.ndarray:
+        return np.concatenate([getattr(e, name) for e in encoded])
+
+    sem_slot = np.concatenate([np.where(e.sem_slot >= 0, e.sem_slot + slot_offsets[k], -1)
+                               for k, e in enumerate(encoded)]).astype(np.int64)
+    delay = np.zeros(n) if delay_ns is None else np.asarray(delay_ns, np.float64)
+    if delay.shape != (n,) or np.any(delay < 0):
+        raise ValueError(f"delay_ns must be {n} non-negative values, got shape {delay.shape}")
+    coll_of_row = np.full(n, -1, np.int64)
+    for c, rows in enumerate(collectives.rows):
+        coll_of_row[rows] = c
+    coll_first, coll_rows = _flatten(collectives.rows)
+    link_first, links = _flatten(collectives.links)
+    return _schedule(
+        stream_first, cat("kind"), cat("busy_ns"), cat("latency_ns"), cat("load_ns"),
+        cat("dependent_ns"), cat("ports"), sem_slot, cat("dma_bytes"), cat("dma_rows"),
+        cat("dma_hbm_bytes"), cat("stream_queue"), stream_core,
+        np.asarray(core_chip, np.int64), int(slot_offsets[-1]), delay, coll_of_row, coll_first,
+        coll_rows, np.asarray(collectives.duration_ns, np.float64), link_first, links,
+        collectives.n_links, spec.dma_engines, spec.dma_engine_gbps, spec.dma_fixed_ns,
+        chip.hbm_gbps, spec.semaphore_ns)
+
+
+def blocked_instructions(programs: list[Program], encoded: list[EncodedProgram],
+                         order: np.ndarray, committed: int) -> list[str]:
+    """Where each unfinished stream stopped, for deadlock messages."""
+    done = np.sort(order[:committed])
+    blocked, offset = [], 0
+    for k, (program, enc) in enumerate(zip(programs, encoded)):
+        for s, name in enumerate(enc.streams):
+            first, last = enc.stream_first[s] + offset, enc.stream_first[s + 1] + offset
+            index = int(np.searchsorted(done, last) - np.searchsorted(done, first))
+            if first + index < last:
+                prefix = f"core {k} " if len(programs) > 1 else ""
+                blocked.append(prefix + program.locate(name, index))
+        offset += enc.kind.shape[0]
+    return blocked
+
+
 def schedule(program: Program, spec: CoreSpec, chip: ChipSpec | str = "inf2",
              delay_ns: np.ndarray | None = None, encoded: EncodedProgram | None = None
              ) -> Schedule:
@@ -317,24 +437,18 @@ def schedule(program: Program, spec: CoreSpec, chip: ChipSpec | str = "inf2",
     (used to test that timing perturbations never change results)."""
     chip = chip_spec(chip)
     encoded = encode(program, spec) if encoded is None else encoded
+    if np.any(encoded.kind == COLLECTIVE):
+        row = int(np.argmax(encoded.kind == COLLECTIVE))
+        stream = int(np.searchsorted(encoded.stream_first, row, side="right") - 1)
+        raise ValueError(
+            f"{program.locate(encoded.streams[stream], row - int(encoded.stream_first[stream]))}"
+            f": collectives need several cores; run the programs with emulator.system")
+    start, end, order, dma_busy, committed = run_scheduler(
+        [encoded], [0], spec, chip, CollectiveTable.empty(), delay_ns)
     n = encoded.kind.shape[0]
-    delay = np.zeros(n) if delay_ns is None else np.asarray(delay_ns, np.float64)
-    if delay.shape != (n,) or np.any(delay < 0):
-        raise ValueError(f"delay_ns must be {n} non-negative values, got shape {delay.shape}")
-    start, end, order, dma_busy, committed = _schedule(
-        encoded.stream_first, encoded.kind, encoded.busy_ns, encoded.latency_ns, encoded.load_ns,
-        encoded.dependent_ns, encoded.ports, encoded.sem_slot, encoded.dma_bytes,
-        encoded.dma_rows, encoded.dma_hbm_bytes, encoded.stream_queue, encoded.n_slots, delay,
-        spec.dma_engines, spec.dma_engine_gbps, spec.dma_fixed_ns, chip.hbm_gbps,
-        spec.semaphore_ns)
     if committed < n:
-        done = order[:committed]
-        blocked = []
-        for k, name in enumerate(encoded.streams):
-            first, last = encoded.stream_first[k], encoded.stream_first[k + 1]
-            index = int(np.count_nonzero((done >= first) & (done < last)))
-            if first + index < last:
-                blocked.append(program.locate(name, index))
-        raise TimingDeadlock(f"program {program.name} deadlocks after {committed} of {n} "
-                             f"instructions; blocked: " + "; ".join(blocked))
-    return Schedule(encoded, start, end, order, dma_busy, delay)
+        raise TimingDeadlock(
+            f"program {program.name} deadlocks after {committed} of {n} instructions; blocked: "
+            + "; ".join(blocked_instructions([program], [encoded], order, committed)))
+    return Schedule(encoded, start, end, order, dma_busy, np.zeros(n) if delay_ns is None
+                    else np.asarray(delay_ns, np.float64))

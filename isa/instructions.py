@@ -463,6 +463,93 @@ class Reciprocal(Instruction):
         _same_size("dst", self.dst, "src", self.src)
 
 
+# ---- collectives (DMA queues, across NeuronCores) -------------------------------------------
+def _check_ranks(ranks: tuple[int, ...]) -> tuple[int, ...]:
+    ranks = tuple(int(r) for r in ranks)
+    _require(len(ranks) >= 1 and len(set(ranks)) == len(ranks) and min(ranks) >= 0,
+             f"collective ranks {ranks} must be distinct core indices >= 0")
+    return ranks
+
+
+@dataclass(frozen=True)
+class AllReduce(Instruction):
+    """Every rank's dst = reduction over the ranks of their src (same shapes everywhere)."""
+
+    opcode: ClassVar[str] = "all_reduce"
+    dst: AP
+    src: AP
+    ranks: tuple[int, ...]
+    op: str = "add"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
+        _require(self.op in REDUCE_OPS,
+                 f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+        _require(self.dst.elements == self.src.elements,
+                 f"all_reduce dst {self.dst} must hold src's {self.src.elements} elements")
+
+
+@dataclass(frozen=True)
+class AllGather(Instruction):
+    """Every rank's dst = the ranks' src blocks concatenated in rank-list order."""
+
+    opcode: ClassVar[str] = "all_gather"
+    dst: AP
+    src: AP
+    ranks: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
+        _require(self.dst.elements == len(self.ranks) * self.src.elements,
+                 f"all_gather dst {self.dst} must hold {len(self.ranks)} x {self.src.elements} "
+                 f"elements")
+
+
+@dataclass(frozen=True)
+class ReduceScatter(Instruction):
+    """Rank i's dst = reduction over the ranks of block i of their src."""
+
+    opcode: ClassVar[str] = "reduce_scatter"
+    dst: AP
+    src: AP
+    ranks: tuple[int, ...]
+    op: str = "add"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
+        _require(self.op in REDUCE_OPS,
+                 f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+        _require(self.src.elements == len(self.ranks) * self.dst.elements,
+                 f"reduce_scatter src {self.src} must hold {len(self.ranks)} x "
+                 f"{self.dst.elements} elements")
+
+
+@dataclass(frozen=True)
+class Send(Instruction):
+    """Send src to core `peer`, matched with the peer's Recv of the same tag."""
+
+    opcode: ClassVar[str] = "send"
+    src: AP
+    peer: int
+    tag: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.peer >= 0, f"send peer {self.peer} must be a core index >= 0")
+
+
+@dataclass(frozen=True)
+class Recv(Instruction):
+    """Receive into dst what core `peer` sends with the same tag."""
+
+    opcode: ClassVar[str] = "recv"
+    dst: AP
+    peer: int
+    tag: int = 0
+
+    def __post_init__(self) -> None:
+        _require(self.peer >= 0, f"recv peer {self.peer} must be a core index >= 0")
+
+
 def _check_alu(name: str, op: str, tiles: tuple[AP, ...], operand_name: str = "",
                operand: ScalarOrTile | None = None) -> None:
     """A known ALU op; bitwise ops need integer tiles and an integral operand (if one is given)."""

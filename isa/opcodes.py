@@ -20,6 +20,7 @@ ON_CHIP = frozenset({Space.SBUF, Space.PSUM})
 SBUF_ONLY = frozenset({Space.SBUF})
 PSUM_ONLY = frozenset({Space.PSUM})
 ANY_SPACE = frozenset({Space.HBM, Space.SBUF, Space.PSUM})
+OFF_PSUM = frozenset({Space.HBM, Space.SBUF})
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class OpSpec:
     semantics: Callable[..., dict]
     cost: str  # name of the timing formula in emulator.costs (the timing model's table)
     summary: str = field(default="")
+    collective: bool = False  # runs across cores: semantics take the whole group at once
 
     def role(self, operand: str) -> str:
         return self.operands[operand].role
@@ -56,10 +58,10 @@ class OpSpec:
         return spec.spaces & ports
 
 
-def _op(record, engines, operands, semantics, cost, summary) -> OpSpec:
+def _op(record, engines, operands, semantics, cost, summary, collective=False) -> OpSpec:
     return OpSpec(record.opcode, record, tuple(engines),
                   {name: Operand(role, spaces) for name, (role, spaces) in operands.items()},
-                  semantics, cost, summary)
+                  semantics, cost, summary, collective)
 
 
 _T, _V, _S, _G, _SY, _D = (Engine.TENSOR, Engine.VECTOR, Engine.SCALAR, Engine.GPSIMD,
@@ -110,6 +112,16 @@ OPCODES: dict[str, OpSpec] = {spec.name: spec for spec in (
         sem.bn_aggr, "bn_aggr", "combine bn_stats triples into (mean, variance)"),
     _op(ins.Reciprocal, (_V,), {"dst": (_OUT, ON_CHIP), "src": (_IN, ON_CHIP)},
         sem.reciprocal, "reciprocal", "1/x at full precision"),
+    _op(ins.AllReduce, (_D,), {"dst": (_OUT, OFF_PSUM), "src": (_IN, OFF_PSUM)},
+        sem.all_reduce, "collective", "reduce src over the ranks into every dst", True),
+    _op(ins.AllGather, (_D,), {"dst": (_OUT, OFF_PSUM), "src": (_IN, OFF_PSUM)},
+        sem.all_gather, "collective", "concatenate every rank's src into every dst", True),
+    _op(ins.ReduceScatter, (_D,), {"dst": (_OUT, OFF_PSUM), "src": (_IN, OFF_PSUM)},
+        sem.reduce_scatter, "collective", "reduce src over the ranks, block i to rank i", True),
+    _op(ins.Send, (_D,), {"src": (_IN, OFF_PSUM)}, sem.send_recv, "collective",
+        "send src to a peer core", True),
+    _op(ins.Recv, (_D,), {"dst": (_OUT, OFF_PSUM)}, sem.send_recv, "collective",
+        "receive a peer core's send into dst", True),
 )}
 
 

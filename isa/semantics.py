@@ -88,11 +88,17 @@ def _flat(x: np.ndarray) -> np.ndarray:
     return compute_view(x).reshape(x.shape[0], -1)
 
 
-def _operand(instr, ins: Values, name: str):
-    """An immediate scalar from the record, or a per-partition [P, 1] tile that was read."""
+def _operand(instr, ins: Values, name: str, integer: bool = False):
+    """An immediate scalar from the record, or a per-partition [P, 1] tile that was read.
+
+    Immediates are stored as float; a bitwise op (`integer`) takes them as int64, from the record's
+    value rather than through fp32, which would round masks wider than 24 bits.
+    """
     if name in ins:
         return _flat(ins[name])
     value = getattr(instr, name)
+    if integer:
+        return np.int64(value)
     return np.float32(value) if isinstance(value, float) else value
 
 
@@ -147,10 +153,12 @@ def tensor_tensor(instr, ins: Values) -> Values:
 
 def tensor_scalar(instr, ins: Values) -> Values:
     with np.errstate(all="ignore"):
-        out = _apply(instr.op0, _flat(ins["src"]), _operand(instr, ins, "operand0"),
-                     instr.reverse0)
+        out = _apply(instr.op0, _flat(ins["src"]),
+                     _operand(instr, ins, "operand0", instr.op0 in BITWISE_ALU), instr.reverse0)
         if instr.op1 is not None:
-            out = _apply(instr.op1, out, _operand(instr, ins, "operand1"), instr.reverse1)
+            out = _apply(instr.op1, out,
+                         _operand(instr, ins, "operand1", instr.op1 in BITWISE_ALU),
+                         instr.reverse1)
     return {"dst": out}
 
 
@@ -227,3 +235,29 @@ def reciprocal(instr, ins: Values) -> Values:
 def no_values(instr, ins: Values) -> Values:
     """Synchronisation instructions move no data."""
     return {}
+
+
+# ---- collectives: one call for the whole group, participants in rank-list order --------------
+def _reduce_stack(op: str, blocks: list[np.ndarray]) -> np.ndarray:
+    stacked = np.stack([compute_view(b).reshape(-1) for b in blocks])
+    return REDUCERS[op](stacked, axis=0)
+
+
+def all_reduce(instrs: list, ins: list[Values]) -> list[Values]:
+    total = _reduce_stack(instrs[0].op, [x["src"] for x in ins])
+    return [{"dst": total} for _ in instrs]
+
+
+def all_gather(instrs: list, ins: list[Values]) -> list[Values]:
+    gathered = np.concatenate([x["src"].reshape(-1) for x in ins])
+    return [{"dst": gathered} for _ in instrs]
+
+
+def reduce_scatter(instrs: list, ins: list[Values]) -> list[Values]:
+    total = _reduce_stack(instrs[0].op, [x["src"] for x in ins])
+    return [{"dst": block} for block in np.split(total, len(instrs))]
+
+
+def send_recv(instrs: list, ins: list[Values]) -> list[Values]:
+    """A matched pair, sender first: the receiver's dst gets the sender's src."""
+    return [{}, {"dst": ins[0]["src"].reshape(-1)}]

@@ -218,10 +218,13 @@ def test_streaming_copy_is_dma_bound():
     for t in range(8):
         tile = sbuf(128, 4096, "fp32", offset=(t % 2) * 16384)
         rows = hbm("x", 128, 4096, 4096, "fp32", offset=t * 128 * 4096 * 4)
+        if t >= 2:  # double buffering: reload a buffer only once its store has read it
+            b.emit("dma0", Wait(1, t - 1))
         b.emit("dma0", DmaCopy(tile, rows))
         b.sync("dma0", "dma1", 0)
         b.emit("dma1", DmaCopy(hbm("y", 128, 4096, 4096, "fp32", offset=t * 128 * 4096 * 4),
                                tile))
+        b.signal("dma1", 1)
     program = b.build()
     bound = 2 * 8 * 128 * 4096 * 4 / (16 * 17.0)
     report = run(program, functional=False).report
