@@ -32,10 +32,15 @@ def ensure_environment() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
-    print("[dev] installing ncemu and its dependencies (first run only)", flush=True)
+    log = VENV / "install.log"
+    print(f"[dev] installing ncemu and its dependencies (first run only; log: {log})", flush=True)
     pip = [str(BIN / "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    subprocess.run([*pip, "--upgrade", "pip"], check=True)
-    subprocess.run([*pip, "-e", f"{ROOT}[test,plot]"], check=True)
+    with log.open("w") as sink:
+        for step in ([*pip, "--upgrade", "pip"], [*pip, "-e", f"{ROOT}[test,plot]"]):
+            if subprocess.call(step, stdout=sink, stderr=subprocess.STDOUT) != 0:
+                sink.flush()
+                print(log.read_text()[-4000:], file=sys.stderr)
+                sys.exit(f"[dev] installation failed: {' '.join(step)} (full log: {log})")
     STAMP.write_text(digest)
 
 
