@@ -161,8 +161,8 @@ def core_report(schedule: Schedule, spec: CoreSpec, latency: float) -> tuple[Cor
             continue
         clock = spec.clock_ghz(engine)
         busy = float(sum(encoded.busy_ns[r] + schedule.delay_ns[r] for r in real))
-        cycles = float(sum(encoded.costs[r].busy + schedule.delay_ns[r] * clock for r in real))
-        flops = int(sum(encoded.costs[r].flops for r in real))
+        cycles = float(sum(encoded.cost(r).busy + schedule.delay_ns[r] * clock for r in real))
+        flops = int(sum(encoded.cost(r).flops for r in real))
         if engine is Engine.TENSOR:
             tensor_flops += flops
         engines[name] = EngineStats(busy, cycles, busy / latency if latency else 0.0, len(real),

@@ -53,7 +53,12 @@ class EncodedProgram:
     dma_hbm_bytes: np.ndarray
     stream_queue: np.ndarray  # DMA queue number of each stream, -1 for engines
     n_slots: int
-    costs: list[Cost | None] = field(repr=False)
+    fact_costs: list[Cost | None] = field(repr=False)  # per distinct instruction
+    fact_index: np.ndarray = field(repr=False)  # row -> its distinct instruction
+
+    def cost(self, row: int) -> Cost | None:
+        """The cost record of a compute row (None for sync, DMA and collective rows)."""
+        return self.fact_costs[self.fact_index[row]]
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,10 @@ class _Facts:
     reads: tuple[AccessPattern, ...]
     writes: tuple[AccessPattern, ...]
     row: tuple
+
+
+_SYNC_FACTS = {kind: _Facts(None, (), (), (kind, 0.0, 0.0, -1.0, 0.0, 0, -1, 0.0, 0, 0.0))
+               for kind in (WAIT, SIGNAL)}
 
 
 def _overlaps(a: AccessPattern, b: AccessPattern) -> bool:
@@ -116,63 +125,77 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     for sem in sorted(signals):
         slot_base[sem], total = total, total + signals[sem]
     seen: dict[int, int] = {}
-    memo: dict[Instruction, _Facts] = {}
-    # Row: kind, busy ns, latency ns, load ns, dependent ns, ports, slot, bytes, rows, HBM bytes.
-    rows: list[tuple] = []
-    costs: list[Cost | None] = []
+    # Each row refers to the facts of its distinct instruction (rows 0 and 1 of `facts` stand
+    # for every wait and every signal); the few per-row values that depend on context are kept
+    # sparse and patched in after one vectorised gather.
+    facts: list[_Facts] = [_SYNC_FACTS[WAIT], _SYNC_FACTS[SIGNAL]]
+    memos: dict[Engine, tuple[dict[int, int], dict[Instruction, int]]] = {}
+    ids: list[int] = []
+    slots: list[tuple[int, int]] = []
+    loads: list[tuple[int, float]] = []
+    dependents: list[tuple[int, float]] = []
     stream_first = np.zeros(len(program.streams) + 1, np.int64)
     stream_queue = np.full(len(program.streams), -1, np.int64)
     overhead = spec.dependent_overhead
     for s, stream in enumerate(program.streams):
-        stream_first[s] = len(rows)
+        stream_first[s] = len(ids)
         engine = stream_engine(stream.name)
         if engine is Engine.DMA:
             stream_queue[s] = int(stream.name[3:])
         clock = spec.clock_ghz(engine)
         tensor = engine is Engine.TENSOR
+        by_id, by_value = memos.setdefault(engine, ({}, {}))  # facts depend on the engine
         previous_writes: tuple[AccessPattern, ...] = ()
         previous_stationary = None
         for instr in stream.instructions:
             record = type(instr)
             if record is Wait:
-                slot = slot_base.get(instr.sem, 0) + instr.value - 1
-                rows.append((WAIT, 0.0, 0.0, -1.0, 0.0, 0, slot, 0.0, 0, 0.0))
-                costs.append(None)
+                slots.append((len(ids), slot_base.get(instr.sem, 0) + instr.value - 1))
+                ids.append(0)
                 continue
             if record is Signal:
                 count = seen.get(instr.sem, 0)
                 seen[instr.sem] = count + 1
-                rows.append((SIGNAL, 0.0, 0.0, -1.0, 0.0, 0, slot_base[instr.sem] + count,
-                             0.0, 0, 0.0))
-                costs.append(None)
+                slots.append((len(ids), slot_base[instr.sem] + count))
+                ids.append(1)
                 continue
-            facts = memo.get(instr)
-            if facts is None:
-                facts = memo[instr] = _facts(instr, engine, spec, clock)
-            costs.append(facts.cost)
-            if record is DmaCopy or facts.row[0] == COLLECTIVE:
-                rows.append(facts.row)
+            fid = by_id.get(id(instr))
+            if fid is None:
+                fid = by_value.get(instr)
+                if fid is None:
+                    fid = by_value[instr] = len(facts)
+                    facts.append(_facts(instr, engine, spec, clock))
+                by_id[id(instr)] = fid
+            row = len(ids)
+            ids.append(fid)
+            if record is DmaCopy:
                 continue
-            load = -1.0
+            fact = facts[fid]
             if record is MatMul:
-                load = facts.cost.load / clock if instr.stationary != previous_stationary else 0.0
+                if instr.stationary != previous_stationary:
+                    loads.append((row, fact.cost.load / clock))
+                else:
+                    loads.append((row, 0.0))
                 previous_stationary = instr.stationary
-            dependent = 0.0
             # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2]; PSUM
             # accumulation into the same bank streams back to back on TensorE.
             if previous_writes and not tensor and any(
-                    _overlaps(r, w) for r in facts.reads for w in previous_writes):
-                dependent = overhead / clock
-            previous_writes = facts.writes
-            kind, busy, latency, _, _, ports, slot, nbytes, nrows, hbm = facts.row
-            rows.append((kind, busy, latency, load, dependent, ports, slot, nbytes, nrows, hbm))
-    stream_first[-1] = len(rows)
-    table = np.array(rows, dtype=np.float64).reshape(len(rows), 10)
+                    _overlaps(r, w) for r in fact.reads for w in previous_writes):
+                dependents.append((row, overhead / clock))
+            previous_writes = fact.writes
+    stream_first[-1] = len(ids)
+    index = np.array(ids, dtype=np.int64)
+    table = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(ids), 10)
+    for column, sparse in ((6, slots), (3, loads), (4, dependents)):
+        if sparse:
+            where, values = zip(*sparse)
+            table[list(where), column] = values
     return EncodedProgram(
         program, [s.name for s in program.streams], stream_first, table[:, 0].astype(np.int8),
         table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy(), table[:, 4].copy(),
         table[:, 5].astype(np.int8), table[:, 6].astype(np.int64), table[:, 7].copy(),
-        table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue, total, costs)
+        table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue, total,
+        [f.cost for f in facts], index)
 
 
 def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> _Facts:
