@@ -22,7 +22,7 @@ from isa.dtypes import DTYPES
 from isa.program import Program
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int]:
     try:
         m, k, n = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -75,6 +75,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run(program, inputs, args.machine, functional=not args.timing_only)
     if args.trace:
         Path(args.trace).write_text(json.dumps(result.report.chrome_trace()))
+    if args.roofline:
+        from emulator.plots import roofline_plot
+        spec, chip = core_and_chip(args.machine)
+        roofline_plot(result.report, spec, chip, args.roofline)
     if args.json:
         print(json.dumps(result.report.to_json(), indent=2))
         return 0
@@ -83,6 +87,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(result.report.text())
     if args.trace:
         print(f"trace written to {args.trace} (open it in ui.perfetto.dev)")
+    if args.roofline:
+        print(f"roofline written to {args.roofline}")
     status = 0
     for name, golden in (reference or {}).items():
         got = result.outputs[name].astype(np.float64)
@@ -105,7 +111,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     run_parser.add_argument("what", nargs="?", default=None,
                             help="'matmul' (default, built-in tiled matmul) or PROGRAM.nasm")
-    run_parser.add_argument("--shape", type=_shape, default=(1024, 512, 1024),
+    run_parser.add_argument("--shape", type=parse_shape, default=(1024, 512, 1024),
                             help="M x K x N of the built-in matmul (default 1024x512x1024)")
     run_parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES),
                             help="operand dtype of the built-in matmul (default bf16)")
@@ -120,6 +126,8 @@ def register(commands: argparse._SubParsersAction) -> None:
                             help="print the report as JSON (schema ncemu.report/1) only")
     run_parser.add_argument("--trace", metavar="FILE",
                             help="write a Chrome/Perfetto trace (traceEvents JSON) to FILE")
+    run_parser.add_argument("--roofline", metavar="FILE",
+                            help="draw the run on the machine's roofline into a PNG")
     run_parser.add_argument("--timing-only", action="store_true",
                             help="time the program without computing any values")
     run_parser.set_defaults(handler=cmd_run)
