@@ -14,6 +14,7 @@ import numpy as np
 from emulator.functional import FunctionalResult, execute
 from emulator.machine import CoreSpec, InstanceSpec
 from emulator.machine_file import machine as resolve_machine
+from emulator.memory import DeviceMemory
 from emulator.races import check_races
 from emulator.report import Report, build_report
 from emulator.timing import Schedule, schedule
@@ -53,7 +54,7 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
         machine: str | InstanceSpec | CoreSpec = "inf2", *, functional: bool = True,
         timing: bool = True, rng: np.random.Generator | None = None,
         delay_ns: np.ndarray | None = None, check_initialized: bool = True,
-        race_check: bool = True) -> Result:
+        race_check: bool = True, hbm: DeviceMemory | None = None) -> Result:
     """Run `program` on one NeuronCore of `machine`: its output tensors and its report.
 
     `timing=False` skips the timing model; `functional=False` is timing-only mode (no data is
@@ -62,6 +63,7 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
     Without timing, `rng` picks a random legal interleaving of the streams.  `race_check`
     first proves that every conflicting access pair between streams is ordered by semaphores
     (`emulator.races`); an unsynchronised pair raises `RaceError` naming both instructions.
+    `hbm` runs on an existing device memory (what earlier runs left there stays visible).
     """
     if not (functional or timing):
         raise ValueError("run needs functional=True, timing=True or both")
@@ -79,6 +81,6 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
         order = timed.legal_order() if rng is None else None
     if not functional:
         return Result(program, {}, report)
-    result = execute(program, inputs or {}, spec.target, rng=rng,
+    result = execute(program, inputs or {}, spec.target, hbm=hbm, rng=rng,
                      check_initialized=check_initialized, order=order)
     return Result(program, result.outputs, report, result)

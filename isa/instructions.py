@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Union
 
@@ -32,16 +33,18 @@ class InstructionError(ValueError):
     """An instruction that is illegal in itself or on a target; the message names the value."""
 
 
-def _require(condition: bool, message: str) -> None:
+def _require(condition: bool, message: Callable[[], str]) -> None:
+    # Messages are built only on failure: records are created and validated by the thousand
+    # while tracing, and formatting access patterns would dominate the time.
     if not condition:
-        raise InstructionError(message)
+        raise InstructionError(message())
 
 
 def _per_partition(name: str, value: ScalarOrTile | None, partitions: int) -> None:
     """A per-partition operand is a [P, 1] tile matching the data's partitions."""
     if isinstance(value, AccessPattern):
         _require(value.partitions == partitions and value.free_size == 1,
-                 f"{name} {value} must be a per-partition [{partitions}, 1] tile")
+                 lambda: f"{name} {value} must be a per-partition [{partitions}, 1] tile")
 
 
 def _immediate(record: Instruction, *names: str) -> None:
@@ -54,7 +57,7 @@ def _immediate(record: Instruction, *names: str) -> None:
 
 def _same_size(name_a: str, a: AP, name_b: str, b: AP) -> None:
     _require(a.partitions == b.partitions and a.free_size == b.free_size,
-             f"{name_a} {a} has shape [{a.partitions}, {a.free_size}] but {name_b} {b} has "
+             lambda: f"{name_a} {a} has shape [{a.partitions}, {a.free_size}] but {name_b} {b} has "
              f"[{b.partitions}, {b.free_size}]")
 
 
@@ -103,13 +106,15 @@ class Instruction:
         spec = self.spec()
         engine = spec.engines[0] if engine is None else engine
         _require(engine in spec.engines,
-                 f"{self.opcode} runs on {'/'.join(map(str, spec.engines))}, not on {engine}")
-        _require(engine in target.engines, f"target {target.name} has no {engine} engine")
+                 lambda: f"{self.opcode} runs on {'/'.join(map(str, spec.engines))}, not on "
+                         f"{engine}")
+        _require(engine in target.engines, lambda: f"target {target.name} has no {engine} engine")
         for name, ap in self.operand_fields().items():
             allowed = spec.spaces(name, engine)
-            _require(ap.space in allowed,
-                     f"{self.opcode} operand {name}={ap}: {engine} cannot use {ap.space} here "
-                     f"(allowed: {', '.join(sorted(map(str, allowed))) or 'none'})")
+            if ap.space not in allowed:
+                raise InstructionError(
+                    f"{self.opcode} operand {name}={ap}: {engine} cannot use {ap.space} here "
+                    f"(allowed: {', '.join(sorted(map(str, allowed))) or 'none'})")
             try:
                 ap.check(target)
                 if engine is not Engine.DMA and ap.space is not Space.HBM:
@@ -136,12 +141,12 @@ class Wait(Instruction):
     value: int
 
     def __post_init__(self) -> None:
-        _require(self.sem >= 0, f"semaphore index {self.sem} must be >= 0")
-        _require(self.value >= 1, f"wait value {self.value} must be >= 1")
+        _require(self.sem >= 0, lambda: f"semaphore index {self.sem} must be >= 0")
+        _require(self.value >= 1, lambda: f"wait value {self.value} must be >= 1")
 
     def check_limits(self, target: Target) -> None:
         _require(self.sem < target.semaphores,
-                 f"semaphore {self.sem} exceeds the {target.semaphores} semaphores of "
+                 lambda: f"semaphore {self.sem} exceeds the {target.semaphores} semaphores of "
                  f"{target.name}")
 
 
@@ -153,11 +158,11 @@ class Signal(Instruction):
     sem: int
 
     def __post_init__(self) -> None:
-        _require(self.sem >= 0, f"semaphore index {self.sem} must be >= 0")
+        _require(self.sem >= 0, lambda: f"semaphore index {self.sem} must be >= 0")
 
     def check_limits(self, target: Target) -> None:
         _require(self.sem < target.semaphores,
-                 f"semaphore {self.sem} exceeds the {target.semaphores} semaphores of "
+                 lambda: f"semaphore {self.sem} exceeds the {target.semaphores} semaphores of "
                  f"{target.name}")
 
 
@@ -172,7 +177,7 @@ class DmaCopy(Instruction):
 
     def __post_init__(self) -> None:
         _require(self.dst.elements == self.src.elements,
-                 f"dma_copy moves {self.src.elements} elements from {self.src} but dst "
+                 lambda: f"dma_copy moves {self.src.elements} elements from {self.src} but dst "
                  f"{self.dst} holds {self.dst.elements}")
 
 
@@ -190,15 +195,17 @@ class MatMul(Instruction):
     def __post_init__(self) -> None:
         k, m, n = self.stationary.partitions, self.stationary.free_size, self.moving.free_size
         _require(self.moving.partitions == k,
-                 f"matmul contraction mismatch: stationary {self.stationary} has K={k} partitions "
+                 lambda: f"matmul contraction mismatch: stationary {self.stationary} has K={k} "
+                         f"partitions "
                  f"but moving {self.moving} has {self.moving.partitions}")
         _require(self.dst.partitions == m and self.dst.free_size == n,
-                 f"matmul dst {self.dst} must be [M={m}, N={n}], got "
+                 lambda: f"matmul dst {self.dst} must be [M={m}, N={n}], got "
                  f"[{self.dst.partitions}, {self.dst.free_size}]")
-        _require(self.dst.dtype == fp32, f"matmul dst {self.dst} must be fp32 (PSUM accumulates "
+        _require(self.dst.dtype == fp32,
+                 lambda: f"matmul dst {self.dst} must be fp32 (PSUM accumulates "
                                          f"in fp32), got {self.dst.dtype}")
         _require(self.stationary.dtype.is_float and self.moving.dtype.is_float,
-                 f"matmul operands must be float, got {self.stationary.dtype} and "
+                 lambda: f"matmul operands must be float, got {self.stationary.dtype} and "
                  f"{self.moving.dtype}")
 
     @property
@@ -210,15 +217,17 @@ class MatMul(Instruction):
 
     def check_limits(self, target: Target) -> None:
         k, m, n = self.kmn
-        _require(k <= target.matmul_max_k, f"matmul K={k} exceeds the limit {target.matmul_max_k}")
+        _require(k <= target.matmul_max_k,
+                 lambda: f"matmul K={k} exceeds the limit {target.matmul_max_k}")
         _require(m <= target.matmul_max_m,
-                 f"matmul stationary free size M={m} exceeds the limit {target.matmul_max_m}")
+                 lambda: f"matmul stationary free size M={m} exceeds the limit "
+                         f"{target.matmul_max_m}")
         _require(n <= target.matmul_max_n,
-                 f"matmul moving free size N={n} exceeds the limit {target.matmul_max_n}")
+                 lambda: f"matmul moving free size N={n} exceeds the limit {target.matmul_max_n}")
         low, high = self.dst.byte_span()
         bank = target.psum_bank_bytes
         _require(low // bank == (high - 1) // bank,
-                 f"matmul dst {self.dst} spans PSUM bytes {low}..{high - 1}, crossing a "
+                 lambda: f"matmul dst {self.dst} spans PSUM bytes {low}..{high - 1}, crossing a "
                  f"{bank}-byte bank boundary")
 
 
@@ -233,12 +242,13 @@ class Transpose(Instruction):
     def __post_init__(self) -> None:
         _require(self.dst.partitions == self.src.free_size
                  and self.dst.free_size == self.src.partitions,
-                 f"transpose of {self.src} [{self.src.partitions}, {self.src.free_size}] needs "
+                 lambda: f"transpose of {self.src} [{self.src.partitions}, "
+                         f"{self.src.free_size}] needs "
                  f"dst [{self.src.free_size}, {self.src.partitions}], got {self.dst}")
 
     def check_limits(self, target: Target) -> None:
         _require(self.src.free_size <= target.transpose_max,
-                 f"transpose free size {self.src.free_size} exceeds {target.transpose_max}")
+                 lambda: f"transpose free size {self.src.free_size} exceeds {target.transpose_max}")
 
 
 # ---- Vector / Scalar / GpSimd --------------------------------------------------------------
@@ -257,7 +267,7 @@ class Activation(Instruction):
     def __post_init__(self) -> None:
         _immediate(self, "scale")
         _require(self.func in ACTIVATIONS,
-                 f"unknown activation {self.func!r}; supported: {', '.join(ACTIVATIONS)}")
+                 lambda: f"unknown activation {self.func!r}; supported: {', '.join(ACTIVATIONS)}")
         _same_size("dst", self.dst, "src", self.src)
         _per_partition("scale", self.scale, self.src.partitions)
         _per_partition("bias", self.bias, self.src.partitions)
@@ -300,7 +310,7 @@ class TensorScalar(Instruction):
         _same_size("dst", self.dst, "src", self.src)
         _per_partition("operand0", self.operand0, self.src.partitions)
         _require((self.op1 is None) == (self.operand1 is None),
-                 f"op1={self.op1!r} and operand1={self.operand1!r} must be given together")
+                 lambda: f"op1={self.op1!r} and operand1={self.operand1!r} must be given together")
         if self.op1 is not None:
             _check_alu("op1", self.op1, (self.src, self.dst), "operand1", self.operand1)
             _per_partition("operand1", self.operand1, self.src.partitions)
@@ -321,17 +331,18 @@ class TensorReduce(Instruction):
     def __post_init__(self) -> None:
         object.__setattr__(self, "axes", tuple(int(a) for a in self.axes))
         _require(self.op in REDUCE_OPS,
-                 f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+                 lambda: f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
         nfree = len(self.src.axes)
         _require(bool(self.axes) and all(1 <= a <= nfree for a in self.axes)
                  and len(set(self.axes)) == len(self.axes),
-                 f"reduce axes {self.axes} must be distinct free axes in 1..{nfree} of {self.src}")
+                 lambda: f"reduce axes {self.axes} must be distinct free axes in 1..{nfree} of "
+                         f"{self.src}")
         kept = [n for i, n in enumerate(self.src.free_shape, start=1) if i not in self.axes]
         size = 1
         for n in kept:
             size *= n
         _require(self.dst.partitions == self.src.partitions and self.dst.free_size == size,
-                 f"tensor_reduce dst {self.dst} must hold [{self.src.partitions}, {size}]")
+                 lambda: f"tensor_reduce dst {self.dst} must hold [{self.src.partitions}, {size}]")
 
 
 @dataclass(frozen=True)
@@ -392,7 +403,7 @@ class Iota(Instruction):
     def __post_init__(self) -> None:
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         _require(len(self.steps) == len(self.dst.axes),
-                 f"iota steps {self.steps} need one step per free axis of {self.dst} "
+                 lambda: f"iota steps {self.steps} need one step per free axis of {self.dst} "
                  f"({len(self.dst.axes)})")
 
 
@@ -413,10 +424,11 @@ class AffineSelect(Instruction):
         object.__setattr__(self, "steps", tuple(int(s) for s in self.steps))
         _immediate(self, "fill")
         _require(self.cmp in AFFINE_CMPS,
-                 f"unknown comparison {self.cmp!r}; supported: {', '.join(AFFINE_CMPS)}")
+                 lambda: f"unknown comparison {self.cmp!r}; supported: {', '.join(AFFINE_CMPS)}")
         _same_size("dst", self.dst, "src", self.src)
         _require(len(self.steps) == len(self.src.axes),
-                 f"affine_select steps {self.steps} need one step per free axis of {self.src}")
+                 lambda: f"affine_select steps {self.steps} need one step per free axis of "
+                         f"{self.src}")
 
 
 @dataclass(frozen=True)
@@ -430,10 +442,11 @@ class BnStats(Instruction):
 
     def __post_init__(self) -> None:
         _require(self.src.free_size <= self.fmax,
-                 f"bn_stats free size {self.src.free_size} exceeds bn_stats_fmax={self.fmax}")
+                 lambda: f"bn_stats free size {self.src.free_size} exceeds "
+                         f"bn_stats_fmax={self.fmax}")
         _require(self.dst.partitions == self.src.partitions and self.dst.free_size == 6,
-                 f"bn_stats dst {self.dst} must be [{self.src.partitions}, 6]")
-        _require(self.dst.dtype == fp32, f"bn_stats dst {self.dst} must be fp32")
+                 lambda: f"bn_stats dst {self.dst} must be [{self.src.partitions}, 6]")
+        _require(self.dst.dtype == fp32, lambda: f"bn_stats dst {self.dst} must be fp32")
 
 
 @dataclass(frozen=True)
@@ -446,9 +459,10 @@ class BnAggr(Instruction):
 
     def __post_init__(self) -> None:
         _require(self.src.free_size % 3 == 0,
-                 f"bn_aggr src {self.src} free size {self.src.free_size} is not a multiple of 3")
+                 lambda: f"bn_aggr src {self.src} free size {self.src.free_size} is not a "
+                         f"multiple of 3")
         _require(self.dst.partitions == self.src.partitions and self.dst.free_size == 2,
-                 f"bn_aggr dst {self.dst} must be [{self.src.partitions}, 2]")
+                 lambda: f"bn_aggr dst {self.dst} must be [{self.src.partitions}, 2]")
 
 
 @dataclass(frozen=True)
@@ -467,7 +481,7 @@ class Reciprocal(Instruction):
 def _check_ranks(ranks: tuple[int, ...]) -> tuple[int, ...]:
     ranks = tuple(int(r) for r in ranks)
     _require(len(ranks) >= 1 and len(set(ranks)) == len(ranks) and min(ranks) >= 0,
-             f"collective ranks {ranks} must be distinct core indices >= 0")
+             lambda: f"collective ranks {ranks} must be distinct core indices >= 0")
     return ranks
 
 
@@ -484,9 +498,9 @@ class AllReduce(Instruction):
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", _check_ranks(self.ranks))
         _require(self.op in REDUCE_OPS,
-                 f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+                 lambda: f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
         _require(self.dst.elements == self.src.elements,
-                 f"all_reduce dst {self.dst} must hold src's {self.src.elements} elements")
+                 lambda: f"all_reduce dst {self.dst} must hold src's {self.src.elements} elements")
 
 
 @dataclass(frozen=True)
@@ -501,7 +515,8 @@ class AllGather(Instruction):
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", _check_ranks(self.ranks))
         _require(self.dst.elements == len(self.ranks) * self.src.elements,
-                 f"all_gather dst {self.dst} must hold {len(self.ranks)} x {self.src.elements} "
+                 lambda: f"all_gather dst {self.dst} must hold {len(self.ranks)} x "
+                         f"{self.src.elements} "
                  f"elements")
 
 
@@ -518,9 +533,9 @@ class ReduceScatter(Instruction):
     def __post_init__(self) -> None:
         object.__setattr__(self, "ranks", _check_ranks(self.ranks))
         _require(self.op in REDUCE_OPS,
-                 f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+                 lambda: f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
         _require(self.src.elements == len(self.ranks) * self.dst.elements,
-                 f"reduce_scatter src {self.src} must hold {len(self.ranks)} x "
+                 lambda: f"reduce_scatter src {self.src} must hold {len(self.ranks)} x "
                  f"{self.dst.elements} elements")
 
 
@@ -534,7 +549,7 @@ class Send(Instruction):
     tag: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.peer >= 0, f"send peer {self.peer} must be a core index >= 0")
+        _require(self.peer >= 0, lambda: f"send peer {self.peer} must be a core index >= 0")
 
 
 @dataclass(frozen=True)
@@ -547,17 +562,19 @@ class Recv(Instruction):
     tag: int = 0
 
     def __post_init__(self) -> None:
-        _require(self.peer >= 0, f"recv peer {self.peer} must be a core index >= 0")
+        _require(self.peer >= 0, lambda: f"recv peer {self.peer} must be a core index >= 0")
 
 
 def _check_alu(name: str, op: str, tiles: tuple[AP, ...], operand_name: str = "",
                operand: ScalarOrTile | None = None) -> None:
     """A known ALU op; bitwise ops need integer tiles and an integral operand (if one is given)."""
-    _require(op in ALU_OPS, f"unknown ALU op {name}={op!r}; supported: {', '.join(ALU_OPS)}")
+    _require(op in ALU_OPS,
+             lambda: f"unknown ALU op {name}={op!r}; supported: {', '.join(ALU_OPS)}")
     if op in BITWISE_OPS:
         if isinstance(operand, AccessPattern):
             tiles = (*tiles, operand)
         floats = [str(t) for t in tiles if t.dtype.is_float]
-        _require(not floats, f"{name}={op} needs integer tiles, got float {', '.join(floats)}")
+        _require(not floats,
+                 lambda: f"{name}={op} needs integer tiles, got float {', '.join(floats)}")
         _require(not isinstance(operand, float) or operand.is_integer(),
-                 f"{name}={op} needs an integer {operand_name}, got {operand!r}")
+                 lambda: f"{name}={op} needs an integer {operand_name}, got {operand!r}")

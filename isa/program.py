@@ -112,20 +112,20 @@ class Program:
                     f"{', '.join(target.stream_names)})")
             engine = stream_engine(stream.name)
             for index, instr in enumerate(stream.instructions):
-                where = f"{stream.name}[{index}] {instr}"
                 try:
                     instr.validate(target, engine)
                 except InstructionError as err:
-                    raise ProgramError(f"{where}: {err}") from None
+                    raise ProgramError(f"{stream.name}[{index}] {instr}: {err}") from None
                 for name, ap in instr.operand_fields().items():
                     if ap.space is Space.HBM:
-                        _check_hbm(where, name, ap, tensors)
+                        _check_hbm(stream.name, index, instr, name, ap, tensors)
                 if isinstance(instr, Signal):
                     owner = signallers.setdefault(instr.sem, stream.name)
                     if owner != stream.name:
                         raise ProgramError(
-                            f"{where}: semaphore {instr.sem} is already signalled by stream "
-                            f"{owner}; each semaphore has one signalling stream")
+                            f"{stream.name}[{index}] {instr}: semaphore {instr.sem} is already "
+                            f"signalled by stream {owner}; each semaphore has one signalling "
+                            f"stream")
                     signals[instr.sem] += 1
         for stream in self.streams:
             for index, instr in enumerate(stream.instructions):
@@ -136,17 +136,21 @@ class Program:
                         f"times (deadlock)")
 
 
-def _check_hbm(where: str, name: str, ap: AccessPattern, tensors: dict[str, DramTensor]) -> None:
+def _check_hbm(stream: str, index: int, instr: Instruction, name: str, ap: AccessPattern,
+               tensors: dict[str, DramTensor]) -> None:
+    def where() -> str:  # formatted only on failure: validation runs on every instruction
+        return f"{stream}[{index}] {instr}"
+
     if ap.tensor not in tensors:
-        raise ProgramError(f"{where}: operand {name} names undeclared tensor {ap.tensor!r}")
+        raise ProgramError(f"{where()}: operand {name} names undeclared tensor {ap.tensor!r}")
     tensor = tensors[ap.tensor]
     if ap.dtype != tensor.dtype:
-        raise ProgramError(f"{where}: operand {name} reads {ap.tensor} as {ap.dtype} but it is "
-                           f"declared {tensor.dtype}")
+        raise ProgramError(f"{where()}: operand {name} reads {ap.tensor} as {ap.dtype} but it "
+                           f"is declared {tensor.dtype}")
     low, high = ap.byte_span()
     if low < 0 or high > tensor.nbytes:
-        raise ProgramError(f"{where}: operand {name} touches bytes {low}..{high - 1} of tensor "
-                           f"{ap.tensor}, which has {tensor.nbytes} bytes")
+        raise ProgramError(f"{where()}: operand {name} touches bytes {low}..{high - 1} of "
+                           f"tensor {ap.tensor}, which has {tensor.nbytes} bytes")
 
 
 @dataclass
