@@ -25,6 +25,7 @@ from isa.dtypes import dtype
 from isa.instructions import Instruction, InstructionError
 from isa.opcodes import OPCODES
 from isa.program import DramTensor, Program, ProgramError, Stream
+from isa.target import stream_engine
 
 _MISSING = dataclasses.MISSING
 
@@ -86,6 +87,8 @@ def _is_operand(text: str) -> bool:
 
 def _converter(hint) -> typing.Callable[[str], object]:
     """A parser for one field type of an instruction record, from its type hint."""
+    if typing.get_origin(hint) is tuple:  # tuple[int, ...]: its args are (int, Ellipsis)
+        return _parse_int_tuple
     args = set(typing.get_args(hint)) or {hint}
     optional = type(None) in args
     args.discard(type(None))
@@ -103,8 +106,6 @@ def _converter(hint) -> typing.Callable[[str], object]:
             return _parse_bool(text)
         if str in args:
             return text
-        if any(typing.get_origin(a) is tuple for a in args):
-            return _parse_int_tuple(text)
         raise ValueError(f"cannot read {text!r} as {hint}")
 
     return convert
@@ -151,15 +152,23 @@ def parse_program(text: str) -> Program:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
+        directive = line.split()[0]  # whole words: ".streams" is not ".stream"
         try:
-            if line.startswith(".program"):
+            if directive == ".program":
+                if name is not None:
+                    raise AssemblyError(f"second .program directive (program {name} is open)")
                 _, name = _fields(line, 2)
-            elif line.startswith(".tensor"):
+            elif directive == ".tensor":
                 _, tname, kind, shape, dt = _fields(line, 5)
+                if any(t.name == tname for t in tensors):
+                    raise AssemblyError(f"tensor {tname!r} declared twice")
                 tensors.append(DramTensor(tname, tuple(int(n) for n in shape.split("x")),
                                           dtype(dt), kind))
-            elif line.startswith(".stream"):
+            elif directive == ".stream":
                 _, sname = _fields(line, 2)
+                stream_engine(sname)  # an unknown stream name fails here, with its line number
+                if any(s == sname for s, _ in streams):
+                    raise AssemblyError(f"stream {sname!r} declared twice")
                 streams.append((sname, []))
             elif line.startswith("."):
                 raise AssemblyError(f"unknown directive {line.split()[0]!r}")

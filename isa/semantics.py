@@ -50,6 +50,14 @@ def _as(x: np.ndarray, like: np.ndarray) -> np.ndarray:
     return x.astype(dtype)
 
 
+def _power(a, b):
+    """numpy refuses negative integer powers of integers; the engines compute them as floats
+    (2 ** -1 = 0.5, rounded on write)."""
+    if np.issubdtype(np.result_type(a, b), np.integer):
+        return np.float_power(a, b)
+    return np.power(a, b)
+
+
 ALU: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "add": np.add,
     "subtract": np.subtract,
@@ -57,7 +65,7 @@ ALU: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "divide": np.divide,
     "max": np.maximum,
     "min": np.minimum,
-    "pow": np.power,
+    "pow": _power,
     "abs_max": lambda a, b: np.maximum(np.abs(a), np.abs(b)),
     "bypass": lambda a, b: a + 0 * b,  # passes `a`, broadcast to the operand shapes
     "is_equal": lambda a, b: _as(a == b, a),
@@ -196,7 +204,9 @@ def iota(instr, ins: Values) -> Values:
 def affine_select(instr, ins: Values) -> Values:
     data = compute_view(ins["src"])
     keep = AFFINE_COMPARISONS[instr.cmp](_affine(instr, data.shape))
-    return {"dst": np.where(keep, data, np.asarray(instr.fill, dtype=data.dtype))}
+    # float64 holds every int32 and fp32 value exactly, so the fill reaches the write port's
+    # rounding (nearest even, saturating) like any computed value instead of being truncated.
+    return {"dst": np.where(keep, data, np.float64(instr.fill))}
 
 
 def _moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
