@@ -110,8 +110,10 @@ def _round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
 def cast(values: np.ndarray, to: DType) -> np.ndarray:
     """Convert computed values to the storage of `to`, the way an engine's write port does.
 
-    Floats round to nearest even.  Float to integer rounds to nearest even and saturates to the
-    integer range (numpy would wrap or be undefined; the hardware's output converters saturate).
+    Floats round to nearest even; engines compute in fp32, so that is one rounding from fp32
+    (host float64 values are rounded to fp32 first, as ml_dtypes does, which can round twice).
+    Float to integer rounds to nearest even and saturates to the integer range (numpy would wrap
+    or be undefined; the hardware's output converters saturate).
     """
     values = np.asarray(values)
     if to.is_float:

@@ -135,6 +135,8 @@ def stream_engine(stream: str) -> Engine:
     if stream.startswith("dma") and stream[3:].isdigit():
         return Engine.DMA
     try:
+        if stream == Engine.DMA.value:  # DMA work goes to a numbered queue, not to "dma"
+            raise ValueError(stream)
         return Engine(stream)
     except ValueError:
         raise ValueError(

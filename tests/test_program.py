@@ -123,7 +123,7 @@ def test_stream_engines():
     assert stream_engine("dma15") is Engine.DMA and stream_engine("gpsimd") is Engine.GPSIMD
 
 
-@pytest.mark.parametrize("name", ["dma16", "dma"])
+@pytest.mark.parametrize("name", ["dma16"])
 def test_stream_that_the_target_lacks_fails_validation(name):
     program = Program("p", (), (Stream(name, (Signal(0),)),))
     with pytest.raises(ProgramError, match=rf"stream '{name}' does not exist on inf2 \(streams: "
@@ -222,3 +222,10 @@ def test_builder_counts_semaphores_and_signals():
     assert program.stream("vector").instructions == (Wait(0, 1), Signal(1))
     assert program.stream("scalar").instructions == (Wait(1, 1),)
     program.validate(INF2)
+
+
+def test_a_bare_dma_stream_is_not_a_queue():
+    with pytest.raises(ValueError, match=r"unknown stream 'dma'.*dma<N>"):
+        stream_engine("dma")
+    with pytest.raises(ValueError, match=r"unknown stream 'dma'"):
+        Program("p", (), (Stream("dma", (Signal(0),)),))
