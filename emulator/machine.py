@@ -48,7 +48,7 @@ class CoreSpec:
     dma_engines: int
     dma_engine_gbps: float  # bytes per ns sustained by one DMA engine
     dma_fixed_ns: float  # descriptor + semaphore-to-start cost of one transfer
-    dma_partitions_per_engine: int  # a 128-partition transfer is split 8 partitions per engine
+    dma_burst_bytes: int  # a DMA engine moves contiguous runs shorter than this at this cost
     semaphore_ns: float  # from a signal to the waiting engine seeing it
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
@@ -86,7 +86,7 @@ NEURONCORE_V2 = CoreSpec(
     mm_init_latency=64, fp32_matmul_factor=4, load_stationary_speedup=4,
     min_ii=64, dependent_overhead=100, access_overhead=60, gpsimd_startup=150, gpsimd_lanes=128,
     stride_penalty=2, reciprocal_factor=8, bn_aggr_factor=13,
-    dma_engines=16, dma_engine_gbps=17.0, dma_fixed_ns=1300.0, dma_partitions_per_engine=8,
+    dma_engines=16, dma_engine_gbps=17.0, dma_fixed_ns=1300.0, dma_burst_bytes=64,
     semaphore_ns=0.0,
     sources={
         "target": "[A2] 128 partitions x 192 KiB SBUF, PSUM 16 KiB in 8 banks; [PM25] tile sizes",
@@ -112,7 +112,8 @@ NEURONCORE_V2 = CoreSpec(
         "dma_engine_gbps": "[DMAO][DMABW] 17 B/ns per engine (TRN1 peak table); 27.2 GB/s is "
                            "the raw link rate (see hardware.md 9.2)",
         "dma_fixed_ns": "[DMABW] ~1300 ns descriptor + cross-engine semaphore-to-start",
-        "dma_partitions_per_engine": "[A2][DMAO] 8 partitions per engine for P=128",
+        "dma_burst_bytes": "chosen: not public; element-strided DMA (e.g. a transpose) has 'much "
+                           "lower DMA bandwidth' [PG]: runs under 64 B cost a 64-byte burst",
         "semaphore_ns": "chosen: cross-engine semaphore latency is not public (hardware.md 8); "
                         "0, so that synchronisation costs only where the published formulas put "
                         "it (the DMA fixed cost includes semaphore-to-start)",
@@ -121,7 +122,7 @@ NEURONCORE_V2 = CoreSpec(
 
 _V2_COSTS = ("mm_init_latency", "fp32_matmul_factor", "load_stationary_speedup", "min_ii",
              "dependent_overhead", "access_overhead", "stride_penalty", "reciprocal_factor",
-             "bn_aggr_factor", "dma_fixed_ns", "dma_partitions_per_engine", "semaphore_ns")
+             "bn_aggr_factor", "dma_fixed_ns", "dma_burst_bytes", "semaphore_ns")
 
 NEURONCORE_V1 = replace(
     NEURONCORE_V2,

@@ -75,6 +75,16 @@ _SYNC_FACTS = {kind: _Facts(None, (), (), (kind, 0.0, 0.0, -1.0, 0.0, 0, -1, 0.0
                for kind in (WAIT, SIGNAL)}
 
 
+def contiguous_bytes(ap: AccessPattern) -> int:
+    """Bytes of the longest run that is contiguous in memory, from the innermost axis out."""
+    run = 1  # in elements
+    for stride, size in reversed(ap.axes):
+        if stride != run:
+            break
+        run *= size
+    return max(run, 1) * ap.dtype.itemsize
+
+
 def _overlaps(a: AccessPattern, b: AccessPattern) -> bool:
     """Conservative overlap of two operands (bounding boxes), for same-engine dependences."""
     if a.space is not b.space or (a.space is Space.HBM and a.tensor != b.tensor):
@@ -202,7 +212,10 @@ def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> 
     if isinstance(instr, DmaCopy):
         hbm = sum(ap.nbytes for ap in (instr.src, instr.dst) if ap.space is Space.HBM)
         rows = max(instr.src.partitions, instr.dst.partitions)
-        row = (DMA, 0.0, 0.0, -1.0, 0.0, 0, -1, float(instr.src.nbytes), rows, float(hbm))
+        # Engines move bursts: a run of contiguous bytes shorter than a burst costs a burst.
+        run = min(contiguous_bytes(instr.src), contiguous_bytes(instr.dst))
+        moved = instr.src.nbytes * max(1.0, spec.dma_burst_bytes / run)
+        row = (DMA, 0.0, 0.0, -1.0, 0.0, 0, -1, float(moved), rows, float(hbm))
         return _Facts(None, (), (), row)
     if instr.spec().collective:  # timed by the interconnect model of a multi-core run
         nbytes = sum(ap.nbytes for ap in instr.operand_fields().values())
@@ -315,7 +328,7 @@ def _schedule(stream_first, kind, busy, latency, load, dependent, ports, sem_slo
             end[i] = t
         elif k == 3:
             rows = dma_rows[i]
-            per = (rows + dma_engines - 1) // dma_engines
+            per = (rows + dma_engines - 1) // dma_engines  # P=128: 8 per engine [A2][DMAO]
             chunks = (rows + per - 1) // per
             chip = core_chip[core]
             finish = t

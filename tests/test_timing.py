@@ -106,6 +106,22 @@ def test_hbm_bandwidth_binds_when_engines_are_fast():
     assert s.latency_ns == pytest.approx(1300 + 1048576 / 820)
 
 
+def test_element_strided_dma_moves_a_burst_per_element():
+    # A transposing load: each bf16 element is its own 2-byte run, so every element costs a
+    # 64-byte burst.  128 x 128 bf16 = 32 KiB over 16 engines = 2 KiB each, x 64/2 = 64 KiB of
+    # bursts at 17 B/ns after the fixed 1300 ns: 1300 + 65536 / 17 = 5155.06 ns.
+    b = ProgramBuilder("transposing")
+    b.tensor("x", (128, 128), "bf16", "input")
+    transposed = dataclasses.replace(hbm("x", 128, 1, 128, "bf16"), axes=((128, 128),))
+    b.emit("dma0", DmaCopy(sbuf(128, 128, "bf16"), transposed))
+    assert timed(b).latency_ns == pytest.approx(1300 + 65536 / 17)
+    # The same bytes row by row: 2 KiB per engine, 1300 + 2048 / 17 ns.
+    c = ProgramBuilder("rows")
+    c.tensor("x", (128, 128), "bf16", "input")
+    c.emit("dma0", DmaCopy(sbuf(128, 128, "bf16"), hbm("x", 128, 128, 128, "bf16")))
+    assert timed(c).latency_ns == pytest.approx(1300 + 2048 / 17)
+
+
 def test_small_transfer_is_overhead_bound():
     # 128 partitions x 64 B: each engine moves 512 B in 30.1 ns after the 1300 ns fixed cost.
     b = ProgramBuilder("small")
