@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from emulator.commands import COMMANDS
@@ -31,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return args.handler(args)
+    except BrokenPipeError:  # the reader went away (`ncemu run --list | head`): not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - keeps Python's exit flush quiet
+        return 0
     except (ValueError, KeyError, RuntimeError, IndexError) as err:
         print(f"ncemu {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -3,6 +3,8 @@
     ncemu run                       the built-in tiled bf16 matmul on one Inf2 NeuronCore
     ncemu run --shape 512x256x1024  the same at another M x K x N
     ncemu run PROGRAM.nasm          a text-assembly program (inputs random, or --inputs FILE.npz)
+    ncemu run --list                the library's kernels; ncemu run softmax --shape R=256,C=1024
+    ncemu run matmul_naive --shape 512x1024x512 --layout TILE_N=128
     ncemu run --json                the report as JSON; --trace FILE writes a Perfetto trace
     ncemu run --timing-only         time without computing values
 """
@@ -51,12 +53,99 @@ def _random_inputs(program: Program, seed: int) -> dict[str, np.ndarray]:
     return arrays
 
 
+def parse_assignments(text: str | None, what: str) -> dict[str, int | float | str]:
+    """`K=V,K=V` into a dict; values become ints or floats where they read as numbers."""
+    values: dict[str, int | float | str] = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"{what} {item!r} must be KEY=VALUE (e.g. M=512,N=1024)")
+        for kind in (int, float):
+            try:
+                values[key.strip()] = kind(raw)
+                break
+            except ValueError:
+                continue
+        else:
+            values[key.strip()] = raw.strip()
+    return values
+
+
+def _library_shape(entry, text: str | None) -> dict:
+    """`--shape` for a library kernel: KEY=VALUE pairs, or MxKxN for kernels sized M, K, N."""
+    if text and "=" not in text:
+        names = [p.name for p in entry.shapes]
+        if sorted(names) != ["K", "M", "N"]:
+            raise ValueError(f"kernel {entry.name} is sized by {', '.join(names)}: give "
+                             f"--shape {','.join(f'{n}=...' for n in names)}")
+        m, k, n = parse_shape(text)
+        return {"M": m, "K": k, "N": n}
+    return parse_assignments(text, "--shape")
+
+
+def cmd_run_library(args: argparse.Namespace, entry) -> int:
+    """Run one kernel of the library: its numbers against its golden, and its report."""
+    from emulator.kernel_runner import benchmark, trace
+
+    shape = _library_shape(entry, args.shape)
+    options = parse_assignments(args.option, "--option")
+    layout = parse_assignments(args.layout, "--layout")
+    arrays = entry.inputs(shape, options, dtype=args.dtype, seed=args.seed)
+    kwargs = entry.kernel_kwargs(options, layout)
+    if args.timing_only:
+        program = trace(entry.kernel, *arrays, target=args.machine, **kwargs)
+        report, outputs = run(program, None, args.machine, functional=False).report, None
+    else:
+        outputs, report = benchmark(entry.kernel, target=args.machine)(*arrays, **kwargs)
+    _write_reports(args, report)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        return 0
+    print(f"{entry.name}: {entry.summary}; shape {entry.shape(shape)}, layout "
+          f"{entry.layout_values(layout)}, {args.dtype}")
+    print(report.text())
+    if outputs is None:
+        return 0
+    golden = entry.reference(arrays, options)
+    got = np.asarray(outputs[0] if isinstance(outputs, tuple) else outputs, np.float64)
+    tolerance = entry.tolerance_for(args.dtype)
+    ok = np.allclose(got, golden, rtol=tolerance.rtol, atol=tolerance.atol)
+    print(f"numerics: max |error| {np.abs(got - golden).max():.3g} vs the numpy golden: "
+          f"{'PASS' if ok else 'FAIL'} (rtol {tolerance.rtol}, atol {tolerance.atol})")
+    return 0 if ok else 1
+
+
+def _write_reports(args: argparse.Namespace, report) -> None:
+    if args.trace:
+        Path(args.trace).write_text(json.dumps(report.chrome_trace()))
+        print(f"trace written to {args.trace} (open it in ui.perfetto.dev)", file=sys.stderr)
+    if args.roofline:
+        from emulator.plots import roofline_plot
+        spec, chip = core_and_chip(args.machine)
+        roofline_plot(report, spec, chip, args.roofline)
+        print(f"roofline written to {args.roofline}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from kernels.library import LIBRARY
     from kernels.programs import tiled_matmul, tiled_matmul_inputs, tiled_matmul_reference
 
+    if args.list:
+        print("kernels (ncemu run NAME; --describe NAME for its shapes and layouts):")
+        print(f"  {'tiled_matmul':<18} the built-in hand-scheduled bf16 matmul (the default)")
+        for name, entry in LIBRARY.items():
+            print(f"  {name:<18} {entry.summary}")
+        return 0
+    if args.describe:
+        if args.describe not in LIBRARY:
+            raise ValueError(f"unknown kernel {args.describe!r}; `ncemu run --list` lists them")
+        print(LIBRARY[args.describe].describe())
+        return 0
+    if args.what in LIBRARY:
+        return cmd_run_library(args, LIBRARY[args.what])
     reference = None
-    if args.what is None or args.what == "matmul":
-        m, k, n = args.shape
+    if args.what is None or args.what == "tiled_matmul":
+        m, k, n = parse_shape(args.shape or "1024x512x1024")
         program = tiled_matmul(m, k, n, args.dtype, target=core_and_chip(args.machine)[0].target)
         inputs = tiled_matmul_inputs(program, args.seed)
         if not args.timing_only:
@@ -69,26 +158,17 @@ def cmd_run(args: argparse.Namespace) -> int:
         program = parse_program(path.read_text())
         inputs = _load_inputs(args.inputs) if args.inputs else _random_inputs(program, args.seed)
     else:
-        print(f"ncemu run: unknown target {args.what!r}; give 'matmul' or a .nasm file",
-              file=sys.stderr)
+        print(f"ncemu run: unknown target {args.what!r}; give a kernel name (ncemu run --list) "
+              f"or a .nasm file", file=sys.stderr)
         return 2
     result = run(program, inputs, args.machine, functional=not args.timing_only)
-    if args.trace:
-        Path(args.trace).write_text(json.dumps(result.report.chrome_trace()))
-    if args.roofline:
-        from emulator.plots import roofline_plot
-        spec, chip = core_and_chip(args.machine)
-        roofline_plot(result.report, spec, chip, args.roofline)
+    _write_reports(args, result.report)
     if args.json:
         print(json.dumps(result.report.to_json(), indent=2))
         return 0
     print(f"program {program.name}: {program.instruction_count} instructions in "
           f"{len(program.streams)} streams")
     print(result.report.text())
-    if args.trace:
-        print(f"trace written to {args.trace} (open it in ui.perfetto.dev)")
-    if args.roofline:
-        print(f"roofline written to {args.roofline}")
     status = 0
     for name, golden in (reference or {}).items():
         got = result.outputs[name].astype(np.float64)
@@ -110,11 +190,20 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Run a program on an emulated NeuronCore, check its numbers, report.",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     run_parser.add_argument("what", nargs="?", default=None,
-                            help="'matmul' (default, built-in tiled matmul) or PROGRAM.nasm")
-    run_parser.add_argument("--shape", type=parse_shape, default=(1024, 512, 1024),
-                            help="M x K x N of the built-in matmul (default 1024x512x1024)")
+                            help="a kernel of the library (see --list), 'tiled_matmul' (the "
+                                 "default: the built-in hand-scheduled matmul) or PROGRAM.nasm")
+    run_parser.add_argument("--shape", default=None,
+                            help="problem size: MxKxN (tiled_matmul, default 1024x512x1024, and "
+                                 "matmul kernels) or KEY=VALUE,... (see --describe NAME)")
+    run_parser.add_argument("--layout", default=None,
+                            help="a library kernel's layout parameters, KEY=VALUE,...")
+    run_parser.add_argument("--option", default=None,
+                            help="a library kernel's options, KEY=VALUE,... (e.g. causal=1)")
+    run_parser.add_argument("--list", action="store_true", help="list the runnable kernels")
+    run_parser.add_argument("--describe", metavar="NAME",
+                            help="a library kernel's operands, shapes, options and layouts")
     run_parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES),
-                            help="operand dtype of the built-in matmul (default bf16)")
+                            help="operand dtype (default bf16)")
     run_parser.add_argument("--machine", default="inf2",
                             help="instance preset (inf2.xlarge, inf1.xlarge, trn1.2xlarge, ...; "
                                  "inf1/inf2/trn1 for short) or a machine .toml file; the "
