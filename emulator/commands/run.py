@@ -78,7 +78,10 @@ def _library_shape(entry, text: str | None) -> dict:
         if sorted(names) != ["K", "M", "N"]:
             raise ValueError(f"kernel {entry.name} is sized by {', '.join(names)}: give "
                              f"--shape {','.join(f'{n}=...' for n in names)}")
-        m, k, n = parse_shape(text)
+        try:
+            m, k, n = parse_shape(text)
+        except argparse.ArgumentTypeError as err:
+            raise ValueError(str(err)) from None
         return {"M": m, "K": k, "N": n}
     return parse_assignments(text, "--shape")
 
@@ -145,7 +148,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_run_library(args, LIBRARY[args.what])
     reference = None
     if args.what is None or args.what == "tiled_matmul":
-        m, k, n = parse_shape(args.shape or "1024x512x1024")
+        try:
+            m, k, n = parse_shape(args.shape or "1024x512x1024")
+        except argparse.ArgumentTypeError as err:
+            print(f"ncemu run: error: {err}", file=sys.stderr)
+            return 2
         program = tiled_matmul(m, k, n, args.dtype, target=core_and_chip(args.machine)[0].target)
         inputs = tiled_matmul_inputs(program, args.seed)
         if not args.timing_only:
