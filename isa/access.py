@@ -65,12 +65,23 @@ class AccessPattern:
             if self.partition_start < 0:
                 raise ValueError(f"partition start {self.partition_start} must be >= 0")
 
+    def __eq__(self, other: object) -> bool:
+        # Compared often (dependence checks, memo tables): identity and the cached hash first.
+        if self is other:
+            return True
+        if other.__class__ is not AccessPattern:
+            return NotImplemented
+        return hash(self) == hash(other) and self._fields() == other._fields()
+
+    def _fields(self) -> tuple:
+        return (self.space, self.dtype, self.partition_start, self.partitions, self.offset,
+                self.axes, self.tensor, self.partition_stride)
+
     def __hash__(self) -> int:
         # Operands are hashed often (timing-model memo tables); compute the hash once.
         cached = self.__dict__.get("_hash")
         if cached is None:
-            cached = hash((self.space, self.dtype.name, self.partition_start, self.partitions,
-                           self.offset, self.axes, self.tensor, self.partition_stride))
+            cached = hash(self._fields())
             object.__setattr__(self, "_hash", cached)
         return cached
 
