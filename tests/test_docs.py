@@ -51,4 +51,6 @@ def test_every_lesson_has_goal_and_exercise():
     assert lessons, "docs/ has no lessons"
     for page in lessons:
         text = page.read_text()
-        assert "**Goal.**" in text and "## Exercise" in text, page.name
+        for part in ("**Goal.**", "## What to look at", "## Exercise"):
+            assert part in text, f"{page.name} has no {part}"
+        assert "```" in text, f"{page.name} has no commands or code to run"
