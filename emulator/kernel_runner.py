@@ -8,6 +8,10 @@ a tuple, and writes outputs the kernel stores into its parameters back into thos
 check every traced program with the race detector before running it: the tracer promises
 race-free programs, and the check keeps that promise honest.
 
+`run_nki_file(path, kernel_name, inputs)` runs a kernel from an unmodified NKI source file (what
+`ncemu nki` does): the file's `import nki` / `neuronxcc.nki` names are mapped onto
+`kernels.nki` for that run only (`kernels.nki.compat`).
+
 SPMD launches (`kernel[grid]`) trace one Program per program id.  On one NeuronCore the
 instances run one after another, in row-major grid order, over one shared device memory: an
 instance sees in HBM what earlier ones wrote.  A grid's report lists each instance's report and
@@ -17,7 +21,8 @@ instances).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +34,8 @@ from emulator.memory import DeviceMemory
 from emulator.report import Report
 from emulator.runner import core_and_chip, run
 from isa.program import Program
+from kernels.nki import compat
+from kernels.nki.kernel import unwrap
 from kernels.trace import TensorSpec, TracedKernel, trace_kernel
 
 REPORT_SCHEMA = "ncemu.grid_report/1"
@@ -52,6 +59,19 @@ class GridReport:
                  f"sequentially on one core, total latency {self.latency_ns / 1e3:.3f} us"]
         lines += [report.text() for report in self.programs]
         return "\n".join(lines)
+
+    def chrome_trace(self) -> dict:
+        """One trace with a process per program instance, each starting where the previous one
+        ended (they run one after another on the core)."""
+        events, start_us = [], 0.0
+        for instance, report in enumerate(self.programs):
+            for event in report.chrome_trace()["traceEvents"]:
+                event = {**event, "pid": instance}
+                if "ts" in event:
+                    event["ts"] += start_us
+                events.append(event)
+            start_us += report.latency_ns / 1e3
+        return {"traceEvents": events, "displayTimeUnit": "ns"}
 
     def to_json(self) -> dict:
         return {"schema": REPORT_SCHEMA, "kernel": self.kernel, "grid": list(self.grid),
@@ -139,3 +159,72 @@ def _write_back(name: str, argument: Any, values: np.ndarray) -> None:
         raise ValueError(f"kernel writes its parameter {name}, but the argument passed for it "
                          f"is not a writeable numpy array")
     np.copyto(argument, values, casting="unsafe")
+
+
+@dataclass(frozen=True)
+class NkiFileRun:
+    """A kernel of an NKI source file run on the emulator: its outputs by position
+    (`out0`, `out1`, ...: the returned tensors, or the parameters it wrote when it returns
+    nothing) and its timing report (None when run without timing)."""
+
+    kernel: str
+    grid: tuple[int, ...]
+    outputs: dict[str, np.ndarray]
+    report: Report | GridReport | None
+    instructions: int  # over all program instances, semaphore waits and signals included
+    streams: int
+
+
+def run_nki_file(path: str, kernel_name: str,
+                 inputs: Mapping[str, Any] | Sequence[Any] = (), *,
+                 grid: Sequence[int] | None = None, machine: str = "inf2", timing: bool = True,
+                 check_races: bool = True) -> NkiFileRun:
+    """Run kernel `kernel_name` of the NKI file `path` on `inputs`: a mapping whose keys are
+    the kernel's parameter names (passed by name), any other mapping (its values passed in
+    order, as `arg0, arg1, ...` of an .npz), or a sequence.  0-d arrays are passed as Python
+    numbers.  `grid=(2, 3)` launches `kernel[2, 3]`.  The file's NKI imports are mapped onto
+    this emulator for the run only; the input arrays are not modified."""
+    with compat.nki_imports(machine):
+        module = compat.load_kernel_file(path)
+        kernel = compat.kernel_of(module, kernel_name, path)
+        launch = kernel[tuple(grid)] if grid else kernel
+        args, kwargs = _bind_inputs(unwrap(launch)[0], inputs)
+        traced = trace_kernel(launch, args, kwargs, _target(machine))
+        returned, reports = _execute(traced, machine, timing=timing, check=check_races)
+    if traced.returns == "none":
+        written = dict(traced.arguments)
+        values = [np.asarray(written[name]) for name in traced.written_parameters]
+    else:
+        values = list(returned) if traced.returns == "tuple" else [returned]
+    report = None
+    if reports:
+        report = reports[0] if len(reports) == 1 else GridReport(traced.name, traced.grid,
+                                                                 tuple(reports))
+    streams = {stream.name for program in traced.programs for stream in program.streams}
+    return NkiFileRun(traced.name, traced.grid,
+                      {f"out{k}": value for k, value in enumerate(values)}, report,
+                      sum(p.instruction_count for p in traced.programs), len(streams))
+
+
+def _bind_inputs(function: Callable[..., Any],
+                 inputs: Mapping[str, Any] | Sequence[Any]) -> tuple[tuple, dict]:
+    """(args, kwargs) for the kernel: by parameter name when every key names a parameter,
+    else positionally; arrays are copied (outputs written into parameters go to the copies)."""
+
+    def value(item: Any) -> Any:
+        array = np.array(item)
+        return array.item() if array.ndim == 0 else array
+
+    signature = inspect.signature(function)
+    names = list(inputs) if isinstance(inputs, Mapping) else []
+    if names and all(key in signature.parameters for key in names):
+        args, kwargs = (), {key: value(item) for key, item in inputs.items()}
+    else:
+        items = inputs.values() if isinstance(inputs, Mapping) else inputs
+        args, kwargs = tuple(value(item) for item in items), {}
+    try:
+        signature.bind(*args, **kwargs)
+    except TypeError as err:
+        given = f"inputs {', '.join(names)}" if names else f"{len(args)} inputs"
+        raise TypeError(f"kernel {function.__name__}{signature}: {err} (given {given})") from None
+    return args, kwargs

@@ -11,6 +11,11 @@ passing NKI API; reference/nki-api.md lists the subset).
 
 Run kernels with `emulator.kernel_runner.simulate(add_kernel)(a, b)` (numbers),
 `benchmark(...)` (numbers and a timing report) or `trace(...)` (the programs).
+
+The legacy, value-returning API (neuronxcc.nki) shares the language and the tracer:
+`kernels.nki.legacy` is its `nki.isa`; index vectors and masks live in `kernels.nki.index`.
+`emulator.kernel_runner.run_nki_file` (and `ncemu nki`) runs an unmodified NKI source file,
+mapping its `nki` / `neuronxcc.nki` imports onto this package for that run (`kernels.nki.compat`).
 """
 
 from kernels.nki import isa, language

@@ -1,4 +1,4 @@
-"""The trace session that language calls record into, and the SPMD program id it runs as.
+"""The trace session that language calls record into, and the lanes a `mask=` leaves enabled.
 
 The language (`kernels.nki`) never imports the tracer (`kernels.trace`): the tracer installs a
 session object here for the duration of one trace, and `nl.*` / `nisa.*` calls reach it through
@@ -15,6 +15,9 @@ from typing import Any
 from kernels.nki.errors import TracingError
 
 _SESSION: contextvars.ContextVar[Any] = contextvars.ContextVar("nki_trace_session", default=None)
+# The lanes a legacy `mask=` leaves enabled (a `kernels.nki.index.Lanes`) for the instructions
+# recorded inside `masked(...)`; every operand is narrowed to them when it is lowered.
+_LANES: contextvars.ContextVar[Any] = contextvars.ContextVar("nki_mask_lanes", default=None)
 
 
 def session() -> Any:
@@ -39,3 +42,18 @@ def install(tracer: Any) -> Iterator[None]:
         yield
     finally:
         _SESSION.reset(token)
+
+
+def lanes() -> Any:
+    """The active mask's lanes, or None when every lane is enabled."""
+    return _LANES.get()
+
+
+@contextlib.contextmanager
+def masked(lanes: Any) -> Iterator[None]:
+    """Record the instructions of the block with only `lanes` enabled (None: all of them)."""
+    token = _LANES.set(lanes)
+    try:
+        yield
+    finally:
+        _LANES.reset(token)

@@ -4,8 +4,9 @@
 `tensor_scalar` when one side is a constant or a per-partition [P, 1] tile; unary functions are
 Scalar-engine `activation`s (`nl.copy` a Vector-engine `tensor_copy`); reductions are
 `tensor_reduce`s over free axes (`nl.mean` adds a multiply by 1/count).  Results go to a new
-SBUF tile named after the variable the kernel assigns it to.  Numbers combine with numbers in
-Python, the way NKI folds compile-time constants.
+SBUF tile named after the variable the kernel assigns it to, computed when first needed
+(`kernels.nki.deferred`); operands are checked at once.  `mask=` (legacy) enables only some
+lanes.  Numbers combine with numbers in Python, the way NKI folds compile-time constants.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import numpy as np
 
 from isa.dtypes import DType, fp32
 from isa.semantics import ACTIVATION_FUNCS, ALU
-from kernels.nki import context
+from isa.target import Space
+from kernels.nki import context, deferred
 from kernels.nki import isa as nisa
 from kernels.nki.errors import NkiValidationError, UnsupportedConstructError, assigned_name
+from kernels.nki.index import lanes_of
 from kernels.nki.ops import OPS, Op
-from kernels.nki.tensor import SBUF, NkiTensor, resolve_dtype
+from kernels.nki.tensor import PSUM, SBUF, NkiTensor, View, resolve_dtype
 
 # Type promotion of two operands: floats beat integers, then wider (more precise) beats narrower;
 # bf16 with fp16 (neither holds the other) promotes to fp32.
@@ -37,11 +40,6 @@ def promote(a: DType, b: DType) -> DType:
         rank_a, rank_b = _FLOAT_RANK[a.name], _FLOAT_RANK[b.name]
         return fp32 if rank_a == rank_b else (a if rank_a > rank_b else b)
     return a if a.itemsize >= b.itemsize else b
-
-
-def new_tile(shape: tuple[int, ...], dt: DType, name: str | None = None) -> NkiTensor:
-    """A fresh SBUF tile for a value-returning op, named after the assigned variable."""
-    return context.session().new_tensor(shape, dt, SBUF, name or assigned_name())
 
 
 def _is_number(value: Any) -> bool:
@@ -71,7 +69,20 @@ def call(op: Op, *args: Any, **kwargs: Any) -> Any:
     raise UnsupportedConstructError(f"{op!r} is an op value only; it cannot be called")
 
 
-def binary(name: str, x: Any, y: Any, dtype: Any = None, dst: NkiTensor | None = None) -> Any:
+def _emit(produce: deferred.Produce, shape: tuple[int, ...], dt: DType, where: str,
+          dst: NkiTensor | None, mask: Any) -> NkiTensor:
+    """Into `dst` now, or into a new deferred SBUF tile."""
+    if dst is None:
+        return deferred.result(shape, dt, produce, where, assigned_name(), mask=mask)
+    lanes = lanes_of(mask, where)
+    if lanes is None or not lanes.empty:
+        with context.masked(lanes):
+            produce(dst, "write")
+    return dst
+
+
+def binary(name: str, x: Any, y: Any, dtype: Any = None, dst: NkiTensor | None = None,
+           mask: Any = None) -> Any:
     """x <op> y element-wise, broadcasting numbers and [P, 1] tiles along the free axes."""
     op, where = OPS[name], f"nl.{name}"
     if _is_number(x) and _is_number(y):
@@ -83,9 +94,8 @@ def binary(name: str, x: Any, y: Any, dtype: Any = None, dst: NkiTensor | None =
     dt = resolve_dtype(dtype) if dtype is not None else (
         promote(tiles[0].dt, tiles[1].dt) if len(tiles) == 2 else _with_number(tiles[0].dt, x, y))
     if isinstance(x, NkiTensor) and isinstance(y, NkiTensor) and x.shape == y.shape:
-        out = dst if dst is not None else new_tile(x.shape, dt)
-        nisa.tensor_tensor(dst=out, data1=x, data2=y, op=op)
-        return out
+        return _emit(lambda out, _: nisa.tensor_tensor(dst=out, data1=x, data2=y, op=op),
+                     x.shape, dt, where, dst, mask)
     # One side is a number or a per-partition column: tensor_scalar broadcasts it.
     if isinstance(y, NkiTensor) and (_is_number(x) or (_per_partition(x) and
                                                        not _per_partition(y))):
@@ -100,9 +110,9 @@ def binary(name: str, x: Any, y: Any, dtype: Any = None, dst: NkiTensor | None =
         raise NkiValidationError(
             f"{where}: column {operand.name} has {operand.shape[0]} partitions, "
             f"{data.name} has {data.shape[0]}")
-    out = dst if dst is not None else new_tile(data.shape, dt)
-    nisa.tensor_scalar(dst=out, data=data, op0=op, operand0=operand, reverse0=reverse)
-    return out
+    return _emit(lambda out, _: nisa.tensor_scalar(dst=out, data=data, op0=op, operand0=operand,
+                                                    reverse0=reverse),
+                 data.shape, dt, where, dst, mask)
 
 
 def _with_number(dt: DType, *values: Any) -> DType:
@@ -111,7 +121,8 @@ def _with_number(dt: DType, *values: Any) -> DType:
     return fp32 if fractional and not dt.is_float else dt
 
 
-def unary(op: Op, x: Any, dtype: Any = None, dst: NkiTensor | None = None) -> Any:
+def unary(op: Op, x: Any, dtype: Any = None, dst: NkiTensor | None = None,
+          mask: Any = None) -> Any:
     """op(x) element-wise into a new SBUF tile."""
     where = f"nl.{op.name}"
     if _is_number(x):
@@ -121,17 +132,20 @@ def unary(op: Op, x: Any, dtype: Any = None, dst: NkiTensor | None = None) -> An
     if not isinstance(x, NkiTensor):
         raise UnsupportedConstructError(f"{where}: operand {x!r} (tiles and numbers only)")
     _on_chip(x, where)
-    out = dst if dst is not None else new_tile(x.shape, resolve_dtype(dtype) if dtype else x.dt)
-    if op is OPS["negative"]:
-        nisa.tensor_scalar(dst=out, data=x, op0=OPS["multiply"], operand0=-1.0)
-    elif op is OPS["copy"]:
-        nisa.tensor_copy(dst=out, src=x)
-    else:
-        nisa.activation(dst=out, op=op, data=x)
-    return out
+
+    def produce(out: NkiTensor, _: str) -> None:
+        if op is OPS["negative"]:
+            nisa.tensor_scalar(dst=out, data=x, op0=OPS["multiply"], operand0=-1.0)
+        elif op is OPS["copy"]:
+            nisa.tensor_copy(dst=out, src=x)
+        else:
+            nisa.activation(dst=out, op=op, data=x)
+
+    return _emit(produce, x.shape, resolve_dtype(dtype) if dtype else x.dt, where, dst, mask)
 
 
-def reduce(op: Op, x: Any, axis: Any, dtype: Any = None, keepdims: bool = False) -> NkiTensor:
+def reduce(op: Op, x: Any, axis: Any, dtype: Any = None, keepdims: bool = False,
+           mask: Any = None) -> NkiTensor:
     """A reduction over free axes into a new SBUF tile (`nl.sum`, `nl.max`, `nl.min`,
     `nl.mean`); the partition axis cannot be reduced this way."""
     where = f"nl.{op.name}"
@@ -148,13 +162,18 @@ def reduce(op: Op, x: Any, axis: Any, dtype: Any = None, keepdims: bool = False)
     mean = op is OPS["mean"]
     dt = resolve_dtype(dtype) if dtype is not None else (
         fp32 if mean and not x.dt.is_float else x.dt)
-    out = new_tile(tuple(shape), dt)
-    nisa.tensor_reduce(dst=out, op=OPS["add"] if mean else op, data=x, axis=axes,
-                       keepdims=keepdims)
-    if mean:
-        count = prod(x.shape[i] for i in axes) if x.ndim > 1 else 1
-        nisa.tensor_scalar(dst=out, data=out, op0=OPS["multiply"], operand0=1.0 / count)
-    return out
+    lanes = lanes_of(mask, where)
+    if mean and lanes is not None and any(a > 0 for a, _, _ in lanes.ranges):
+        raise UnsupportedConstructError(f"{where}: a mask on a free axis of a mean")
+    count = prod(x.shape[i] for i in axes) if x.ndim > 1 else 1
+
+    def produce(out: NkiTensor, _: str) -> None:
+        nisa.tensor_reduce(dst=out, op=OPS["add"] if mean else op, data=x, axis=axes,
+                           keepdims=keepdims)
+        if mean:
+            nisa.tensor_scalar(dst=out, data=out, op0=OPS["multiply"], operand0=1.0 / count)
+
+    return deferred.result(tuple(shape), dt, produce, where, assigned_name(), mask=mask)
 
 
 def assign(target: NkiTensor, value: Any) -> None:
@@ -169,3 +188,52 @@ def assign(target: NkiTensor, value: Any) -> None:
     else:
         raise UnsupportedConstructError(
             f"assigning {value!r} to {target.name} (tiles, or numbers into on-chip tiles)")
+
+
+def broadcast_to(src: NkiTensor, shape: Any) -> NkiTensor:
+    """`src.broadcast_to(shape)`: size-1 free dimensions repeat by a zero stride (a view); a
+    single partition is copied to every partition through the PE array (ones[1, P].T @ src),
+    into a new SBUF tile; an HBM view repeats its rows by a zero row stride."""
+    where = "broadcast_to"
+    try:
+        target = tuple(int(n) for n in shape)
+    except TypeError:
+        raise NkiValidationError(f"{where}: shape {shape!r} must be a tuple of ints") from None
+    if target == src.shape:
+        return src
+    if len(target) != src.ndim or any(n != m and n != 1 for n, m in zip(src.shape, target)):
+        raise NkiValidationError(f"{where}: {src.name} of shape {src.shape} does not broadcast "
+                                 f"to {target} (size-1 dimensions broadcast)")
+    if src.on_chip and src.shape[0] == 1 and target[0] > 1:
+        src = _partition_broadcast(src, target[0], where)
+    axes = tuple((0, n) if (size == 1 and n > 1) else (stride, size)
+                 for (stride, size), n in zip(src.view.axes, target))
+    view = View(src.view.offset, axes, src.view.partition)
+    return NkiTensor(src.storage, view, src.dt, False, src.bounds)
+
+
+def _partition_broadcast(src: NkiTensor, partitions: int, where: str) -> NkiTensor:
+    """A new SBUF tile with src's single partition on each of `partitions` partitions."""
+    if not src.dt.is_float:
+        raise UnsupportedConstructError(
+            f"{where}: broadcasting the {src.dt} tile {src.name} across partitions (the PE "
+            f"array copies float tiles only)")
+    free = prod(src.shape[1:])
+    chunk = context.session().target.matmul_max_n
+    session = context.session()
+
+    def produce(out: NkiTensor, _: str) -> None:
+        ones = session.new_tensor((1, partitions), src.dt, SBUF, f"{out.name}_ones")
+        nisa.memset(dst=ones, value=1.0)
+        flat_src, flat_out = (src, out) if src.ndim == 2 else (src.reshape(1, free),
+                                                               out.reshape(partitions, free))
+        for start in range(0, free, chunk):
+            width = min(chunk, free - start)
+            rows = session.new_tensor((partitions, width), fp32, PSUM, f"{out.name}_rows")
+            nisa.nc_matmul(dst=rows, stationary=ones,
+                           moving=flat_src[:, start:start + width])
+            nisa.tensor_copy(dst=flat_out[:, start:start + width], src=rows)
+
+    shape = (partitions, *src.shape[1:])
+    return deferred.result(shape, src.dt, produce, where, assigned_name(),
+                           spaces=frozenset({Space.SBUF}))

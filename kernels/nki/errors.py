@@ -8,10 +8,13 @@ appends the first caller frame outside `kernels/nki` and `kernels/trace` (the ke
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import linecache
 import os
 import re
 import sys
+from collections.abc import Iterator
 from types import FrameType
 
 # Frames from these directories are the language and the tracer, never the user's kernel.
@@ -30,8 +33,27 @@ def user_frame() -> FrameType | None:
     return None
 
 
+# The kernel line a deferred operation was written on (see `kernels.nki.deferred`): errors raised
+# while it is emitted later name that line, not the line that happened to trigger the emission.
+_LOCATION: contextvars.ContextVar[str | None] = contextvars.ContextVar("nki_location",
+                                                                      default=None)
+
+
+@contextlib.contextmanager
+def at(location: str) -> Iterator[None]:
+    """Errors raised inside the block name `location` as the kernel's source line."""
+    token = _LOCATION.set(location)
+    try:
+        yield
+    finally:
+        _LOCATION.reset(token)
+
+
 def user_location() -> str:
     """`file.py:42 in my_kernel`: where the kernel called the language."""
+    override = _LOCATION.get()
+    if override is not None:
+        return override
     frame = user_frame()
     if frame is None:
         return "<unknown location>"

@@ -121,6 +121,12 @@ def _tile(value: Any, role: str, where: str) -> NkiTensor:
 
 def _ap(value: Any, role: str, where: str, exact: bool = False) -> AccessPattern:
     tile = _tile(value, role, where)
+    # A held value-returning operation is emitted before this instruction is even checked, so
+    # that its own errors come first.
+    context.session().flush()
+    lanes = context.lanes()
+    if lanes is not None:  # a legacy mask= narrows every operand to the enabled lanes
+        tile = tile.masked(lanes)
     try:
         return tile.lower(context.session().target, exact)
     except NkiError:
@@ -248,6 +254,11 @@ def nc_matmul(dst: Any, stationary: Any, moving: Any, is_stationary_onezero: boo
     accumulates = session.matmul_accumulate(out, accumulate, where)
     instr = _record(MatMul, where, dst=out, stationary=lhs, moving=rhs, accumulate=accumulates)
     _emit(instr, "tensor", where)
+
+
+def matmul_can_add(dst: Any) -> bool:
+    """Whether an `nc_matmul` into dst would leave dst + product in it (`psum += ...`)."""
+    return context.session().matmul_can_add(_ap(dst, "dst", "nisa.nc_matmul"))
 
 
 def nc_transpose(dst: Any, data: Any, engine: Any = engine.unknown,

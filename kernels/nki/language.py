@@ -1,5 +1,8 @@
 """`nki.language` (imported as `nl`): buffers, dtypes, tensor creation, loops, SPMD ids, tile
-limits, operator values and the value-returning element-wise functions and reductions.
+limits, operator values and the value-returning element-wise functions and reductions, and the
+legacy (neuronxcc.nki) additions: `nl.load`/`nl.store` with `mask=`, index vectors (`nl.arange`,
+`nl.mgrid`), `nl.par_dim`, `nl.matmul`, `nl.transpose`, `nl.load_transpose2d`,
+`nl.broadcast_to` and `nl.shared_constant`.  Both API generations share this module.
 
 Loops (`affine_range`, `sequential_range`, `static_range`) are Python ranges: tracing unrolls
 them, which is what `static_range` means and a legal schedule of the other two (the tracer
@@ -14,12 +17,14 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from isa.dtypes import from_numpy
 from isa.instructions import BnStats
-from isa.target import INF2
-from kernels.nki import context
+from isa.target import INF2, Space
+from kernels.nki import context, deferred
+from kernels.nki import index as _index
 from kernels.nki import isa as _nisa
-from kernels.nki.elementwise import new_tile as _new_tile
-from kernels.nki.errors import UnsupportedConstructError, assigned_name
+from kernels.nki.errors import NkiValidationError, UnsupportedConstructError, assigned_name
+from kernels.nki.index import lanes_of
 from kernels.nki.ops import OPS, Op
 from kernels.nki.tensor import (
     HBM,
@@ -27,9 +32,11 @@ from kernels.nki.tensor import (
     PSUM,
     SBUF,
     SHARED_HBM,
+    Bound,
     Buffer,
     DynSlice,
     NkiTensor,
+    View,
     resolve_dtype,
 )
 
@@ -81,30 +88,52 @@ def _buffer(buffer: Any) -> Buffer:
     raise UnsupportedConstructError(f"buffer={buffer!r} (use nl.sbuf, nl.psum or an nl.*hbm)")
 
 
-def ndarray(shape: Any, dtype: Any, buffer: Any = None, name: str = "") -> NkiTensor:
+class par_dim(int):  # noqa: N801 - NKI's name
+    """`nl.par_dim(n)`: marks the partition dimension of an on-chip tensor among block
+    dimensions, `nl.ndarray((4, nl.par_dim(128), 512), ...)` (four [128, 512] tiles)."""
+
+    def __repr__(self) -> str:
+        return f"nl.par_dim({int(self)})"
+
+
+def _no_options(where: str, options: dict[str, Any]) -> None:
+    """NKI functions take **kwargs for compiler options; any we do not know fails loudly."""
+    if options:
+        raise UnsupportedConstructError(
+            f"{where}: keyword argument(s) {', '.join(sorted(options))} are not supported")
+
+
+def ndarray(shape: Any, dtype: Any, buffer: Any = None, name: str = "",
+            **options: Any) -> NkiTensor:
     """A new tensor: an SBUF/PSUM tile (allocated now, contents undefined) or an HBM tensor."""
-    return context.session().new_tensor(
-        tuple(shape) if not isinstance(shape, int) else (shape,), resolve_dtype(dtype),
-        _buffer(buffer), name or assigned_name())
+    _no_options("nl.ndarray", options)
+    dims = tuple(shape) if not isinstance(shape, (int, np.integer)) else (shape,)
+    marked = [axis for axis, n in enumerate(dims) if isinstance(n, par_dim)]
+    if len(marked) > 1:
+        raise NkiValidationError(f"nl.ndarray shape {dims} marks {len(marked)} nl.par_dim axes")
+    return context.session().new_tensor(dims, resolve_dtype(dtype), _buffer(buffer),
+                                        name or assigned_name(),
+                                        partition_axis=marked[0] if marked else 0)
 
 
 def full(shape: Any, fill_value: float, dtype: Any, buffer: Any = None,
-         name: str = "") -> NkiTensor:
+         name: str = "", **options: Any) -> NkiTensor:
     """A new on-chip tile filled with `fill_value` (one memset)."""
+    _no_options("nl.full", options)
     tile = ndarray(shape, dtype, buffer, name or assigned_name())
     if not tile.on_chip:
         raise UnsupportedConstructError(
             f"nl.full/zeros/ones into {tile.buffer!r}: fill an SBUF tile and dma_copy it")
-    _nisa.memset(dst=tile, value=fill_value)
+    _nisa.memset(dst=tile.partition_major(), value=fill_value)
     return tile
 
 
-def zeros(shape: Any, dtype: Any, buffer: Any = None, name: str = "") -> NkiTensor:
-    return full(shape, 0.0, dtype, buffer, name or assigned_name())
+def zeros(shape: Any, dtype: Any, buffer: Any = None, name: str = "", **options: Any) -> NkiTensor:
+    return full(shape, 0.0, dtype, buffer, name or assigned_name(), **options)
 
 
-def ones(shape: Any, dtype: Any, buffer: Any = None, name: str = "") -> NkiTensor:
-    return full(shape, 1.0, dtype, buffer, name or assigned_name())
+def ones(shape: Any, dtype: Any, buffer: Any = None, name: str = "", **options: Any) -> NkiTensor:
+    return full(shape, 1.0, dtype, buffer, name or assigned_name(), **options)
 
 
 def ndarray_like(tensor: NkiTensor, dtype: Any = None, buffer: Any = None,
@@ -122,16 +151,127 @@ def zeros_like(tensor: NkiTensor, dtype: Any = None, buffer: Any = None,
                 tensor.buffer if buffer is None else buffer, name or assigned_name())
 
 
-def load(src: NkiTensor, dtype: Any = None) -> NkiTensor:
-    """A new SBUF tile holding `src` (one DMA); its first axis becomes the partition axis."""
-    tile = _new_tile(src.shape, src.dt if dtype is None else resolve_dtype(dtype))
-    _nisa.dma_copy(dst=tile, src=src)
-    return tile
+def _tensor(value: Any, role: str, where: str) -> NkiTensor:
+    if not isinstance(value, NkiTensor):
+        raise NkiValidationError(f"{where}: {role} must be a tensor, got {value!r}")
+    return value
 
 
-def store(dst: NkiTensor, value: NkiTensor) -> None:
-    """dst = value through a DMA queue."""
-    _nisa.dma_copy(dst=dst, src=value)
+def load(src: NkiTensor, dtype: Any = None, *, mask: Any = None, **options: Any) -> NkiTensor:
+    """A new SBUF tile holding `src` (one DMA); its first axis becomes the partition axis.
+    `mask=` loads only the enabled lanes (the others stay undefined)."""
+    where = "nl.load"
+    _no_options(where, options)
+    src = _tensor(src, "src", where)
+    return deferred.result(
+        src.shape, src.dt if dtype is None else resolve_dtype(dtype),
+        lambda dst, _: _nisa.dma_copy(dst=dst, src=src), where, assigned_name(), mask=mask,
+        spaces=frozenset({Space.SBUF}))
+
+
+def store(dst: NkiTensor, value: NkiTensor, *, mask: Any = None, **options: Any) -> None:
+    """dst = value through a DMA queue (a PSUM value is first copied to SBUF, as NKI does);
+    `mask=` stores only the enabled lanes."""
+    where = "nl.store"
+    _no_options(where, options)
+    dst, value = _tensor(dst, "dst", where), _tensor(value, "value", where)
+    lanes = lanes_of(mask, where)
+    if lanes is not None and lanes.empty:
+        return
+    with context.masked(lanes):
+        if value.space is Space.PSUM:
+            staged = context.session().new_tensor(value.shape, value.dt, SBUF,
+                                                  f"{value.name}_sbuf")
+            _nisa.tensor_copy(dst=staged, src=value)
+            value = staged
+        _nisa.dma_copy(dst=dst, src=value)
+
+
+def load_transpose2d(src: NkiTensor, *, mask: Any = None, dtype: Any = None,
+                     **options: Any) -> NkiTensor:
+    """A new SBUF tile holding the 2-D HBM view `src` [K, M] transposed to [M, K], by one DMA
+    reading src column by column."""
+    where = "nl.load_transpose2d"
+    _no_options(where, options)
+    src = _tensor(src, "src", where)
+    if src.on_chip or src.ndim != 2:
+        raise NkiValidationError(
+            f"{where}: src must be a 2-D HBM view, got {src.name} {src.shape} in {src.buffer!r}")
+    if mask is not None:
+        raise UnsupportedConstructError(f"{where}: mask= on a transposing load")
+    (row_step, rows), (col_step, cols) = src.view.axes
+    transposed = NkiTensor(src.storage, View(src.view.offset, ((col_step, cols),
+                                                               (row_step, rows))),
+                           src.dt, False,
+                           tuple(Bound(b.dim, b.size, b.coefs[::-1], b.const)
+                                 for b in src.bounds))
+    return load(transposed, dtype)
+
+
+def matmul(x: NkiTensor, y: NkiTensor, *, transpose_x: bool = False, mask: Any = None,
+           **options: Any) -> NkiTensor:
+    """x @ y into a new PSUM tile (fp32); `transpose_x=True` takes x already as x.T [K, M],
+    otherwise x [M, K] is first transposed through the PE array.  `psum[...] += nl.matmul(...)`
+    accumulates in PSUM."""
+    where = "nl.matmul"
+    _no_options(where, options)
+    if mask is not None:
+        raise UnsupportedConstructError(f"{where}: mask= on a matmul")
+    x, y = _tensor(x, "x", where), _tensor(y, "y", where)
+    name = assigned_name()
+    stationary = x if transpose_x else transpose(x)
+    return deferred.matmul(stationary, y, where, name)
+
+
+def transpose(x: NkiTensor, *, dtype: Any = None, mask: Any = None,
+              **options: Any) -> NkiTensor:
+    """x [P, F] transposed to a new SBUF tile [F, P] through the PE array and PSUM."""
+    where = "nl.transpose"
+    _no_options(where, options)
+    if mask is not None:
+        raise UnsupportedConstructError(f"{where}: mask= on a transpose")
+    x = _tensor(x, "x", where)
+    if not x.on_chip or x.ndim != 2:
+        raise NkiValidationError(
+            f"{where}: x must be a 2-D on-chip tile [P, F], got {x.name} {x.shape}")
+    partitions, free = x.shape
+    session = context.session()
+
+    def produce(out: NkiTensor, _: str) -> None:
+        staged = session.new_tensor((free, partitions), resolve_dtype(np.float32), PSUM,
+                                    f"{out.name}_psum")
+        _nisa.nc_transpose(dst=staged, data=x)
+        _nisa.tensor_copy(dst=out, src=staged)
+
+    dt = x.dt if dtype is None else resolve_dtype(dtype)
+    return deferred.result((free, partitions), dt, produce, where, assigned_name())
+
+
+def broadcast_to(src: NkiTensor, *, shape: Any, **options: Any) -> NkiTensor:
+    """`src` broadcast to `shape` (size-1 dimensions repeat; see NkiTensor.broadcast_to)."""
+    _no_options("nl.broadcast_to", options)
+    return _tensor(src, "src", "nl.broadcast_to").broadcast_to(shape)
+
+
+def shared_constant(constant: Any, dtype: Any = None, **options: Any) -> NkiTensor:
+    """An HBM tensor holding `constant` (an array known when the kernel is traced); it becomes
+    an input of the program."""
+    _no_options("nl.shared_constant", options)
+    values = np.asarray(constant)
+    if values.ndim == 0 or values.size == 0:
+        raise NkiValidationError(f"nl.shared_constant needs a non-empty array, got {constant!r}")
+    dt = resolve_dtype(dtype) if dtype is not None else from_numpy(values.dtype)
+    return context.session().constant(values.astype(dt.storage), dt, assigned_name())
+
+
+def shared_identity_matrix(n: int, dtype: Any = np.uint8, **options: Any) -> NkiTensor:
+    """An HBM identity matrix [n, n] (`nl.shared_constant(np.identity(n))`)."""
+    return shared_constant(np.identity(int(n)), dtype, **options)
+
+
+# ---- index vectors (legacy): nl.arange(n)[:, None], nl.mgrid[0:p, 0:f] --------------------------
+arange = _index.arange
+mgrid = _index.mgrid
 
 
 def ds(start: int, size: int) -> DynSlice:

@@ -11,6 +11,11 @@ evicted.  The tracer implements it per destination region:
 * a matmul that would start a group on bytes another instruction wrote with data (a copy, an
   activation, a transpose, a non-zero memset) raises: NKI would accumulate onto those values,
   which the emulator's accumulation-group model does not allow.
+
+The legacy `psum[...] += nisa.nc_matmul(...)` means dst + product.  A matmul gives exactly that
+when it continues the open group on dst, or when dst holds nothing yet (freshly allocated, or
+zero-filled); `can_add` says which, also remembering the regions of closed groups, which still
+hold their sums.  Otherwise the tracer adds the product with the Vector engine.
 """
 
 from __future__ import annotations
@@ -33,6 +38,16 @@ class AccumulationGroups:
     def __init__(self) -> None:
         self.open: dict[tuple, Region] = {}
         self.dirty: list[tuple[Region, str]] = []  # (bytes, what wrote them)
+        self.closed: list[Region] = []  # regions of ended groups: they hold matmul sums
+
+    def can_add(self, dst: AccessPattern) -> bool:
+        """Whether a matmul into dst (accumulate=None) leaves dst + product in it."""
+        if group_key(dst) in self.open:
+            return True
+        region = Region.of(dst)
+        return not (any(box.overlaps(region) for box in self.open.values())
+                    or any(box.overlaps(region) for box, _ in self.dirty)
+                    or any(box.overlaps(region) for box in self.closed))
 
     def matmul(self, dst: AccessPattern, explicit: bool | None, where: str) -> bool:
         """Whether this matmul accumulates; updates the open groups."""
@@ -52,6 +67,7 @@ class AccumulationGroups:
                     f"accumulate=False)")
             self._close(region)
             self.dirty = [(box, what) for box, what in self.dirty if not region.contains(box)]
+            self.closed = [box for box in self.closed if not region.contains(box)]
             self.open[key] = region
         return accumulate
 
@@ -61,6 +77,7 @@ class AccumulationGroups:
         self._close(region)
         if write:
             self.dirty = [(box, what) for box, what in self.dirty if not region.contains(box)]
+            self.closed = [box for box in self.closed if not region.contains(box)]
             if writer is not None:
                 self.dirty.append((region, writer))
 
@@ -68,7 +85,8 @@ class AccumulationGroups:
         """A new tile starts undefined: nothing before its allocation carries over."""
         self._close(region)
         self.dirty = [(box, what) for box, what in self.dirty if not box.overlaps(region)]
+        self.closed = [box for box in self.closed if not box.overlaps(region)]
 
     def _close(self, region: Region) -> None:
         for key in [k for k, box in self.open.items() if box.overlaps(region)]:
-            del self.open[key]
+            self.closed.append(self.open.pop(key))

@@ -8,6 +8,12 @@ looks up the earlier accesses it conflicts with (`hazards`) and makes its stream
 (`sync`); on-chip tensors are placed by the `allocator`, PSUM matmul accumulation follows
 `accumulation`.  The result is race-free by construction.
 
+Value-returning operations (`nl.load`, `nl.exp(x)`, the legacy `nisa.*`) are deferred: the
+tracer holds at most one and emits it before the next instruction; a statement that writes its
+result somewhere at once (`t[i] = nl.load(...)`, `psum[...] += nisa.nc_matmul(...)`) claims it
+and emits it into that target instead, as the NKI compiler does, without a temporary tile and a
+copy (see `kernels.nki.deferred`).
+
 HBM tensors: array parameters become input tensors named after the parameters; parameters the
 kernel writes (and never reads first) become outputs; `nl.ndarray(..., buffer=nl.shared_hbm)`
 tensors the kernel returns become outputs, in return order; other HBM tensors are scratch.
@@ -62,7 +68,7 @@ class HbmTensor:
     name: str
     shape: tuple[int, ...]
     dtype: DType
-    role: str  # "parameter", "shared" (nl.shared_hbm) or "scratch"
+    role: str  # "parameter", "constant" (nl.shared_constant), "shared" or "scratch"
     first_access: str | None = None  # "read" or "write", parameters only
 
 
@@ -100,6 +106,8 @@ class Tracer:
         self.groups = AccumulationGroups()
         self.hbm: dict[str, HbmTensor] = {}
         self.closed = False
+        self.constants: list[tuple[str, np.ndarray]] = []  # nl.shared_constant data, by name
+        self._pending: Any = None  # the deferred operation (see kernels.nki.deferred)
         self._dma_turn = 0
         self._unnamed = itertools.count()
         self._sequence = itertools.count()
@@ -130,29 +138,75 @@ class Tracer:
         self.hbm[name] = HbmTensor(name, shape, dt, "parameter")
         return NkiTensor.whole(Storage(name, HBM, shape, dt))
 
-    def new_tensor(self, shape: tuple[int, ...], dt: DType, buffer: Buffer,
-                   name: str | None) -> NkiTensor:
-        """Allocate an on-chip tile or declare an HBM tensor (`nl.ndarray`)."""
+    def new_tensor(self, shape: tuple[int, ...], dt: DType, buffer: Buffer, name: str | None,
+                   partition_axis: int = 0, place: bool = True) -> NkiTensor:
+        """Allocate an on-chip tile (`place=False`: later, see `place`) or declare an HBM
+        tensor (`nl.ndarray`); `partition_axis` is the dimension `nl.par_dim` marks."""
         shape = _shape(shape, name)
         if buffer.space is Space.HBM:
             unique = self._hbm_name(name)
             role = "shared" if buffer.name == "shared_hbm" else "scratch"
             self.hbm[unique] = HbmTensor(unique, shape, dt, role)
             return NkiTensor.whole(Storage(unique, buffer, shape, dt))
-        label = f"{name or 'tile'} {shape} {dt}"
-        if not shape or shape[0] > self.target.partitions:
+        if not 0 <= partition_axis < len(shape):
+            raise NkiValidationError(f"tensor {name or ''} shape {shape}: no dimension "
+                                     f"{partition_axis} to place on partitions")
+        if shape[partition_axis] > self.target.partitions:
             raise NkiValidationError(
-                f"{buffer.space} tensor {label}: partition dimension "
-                f"{shape[0] if shape else '(none)'} must be 1..{self.target.partitions} "
+                f"{buffer.space} tensor {name or 'tile'} {shape} {dt}: partition dimension "
+                f"{shape[partition_axis]} must be 1..{self.target.partitions} "
                 f"(nl.tile_size.pmax)")
-        storage = Storage(name or f"{buffer.name}{next(self._unnamed)}", buffer, shape, dt)
-        allocator = self.allocators[buffer.space]
-        block = allocator.allocate(shape[0], storage.row_bytes, label)
+        storage = Storage(name or f"{buffer.name}{next(self._unnamed)}", buffer, shape, dt,
+                          partition_axis=partition_axis, placed=False)
+        if place:
+            self.place(storage)
+        return NkiTensor.whole(storage)
+
+    def place(self, storage: Storage) -> None:
+        """Allocate an on-chip storage created with `place=False`."""
+        if storage.placed:
+            raise TracingError(f"tensor {storage.name} is already allocated")
+        allocator = self.allocators[storage.space]
+        label = f"{storage.name} {storage.shape} {storage.dtype}"
+        block = allocator.allocate(storage.partitions, storage.row_bytes, label)
         storage.partition_start, storage.byte_offset = block.partition_start, block.offset
-        if buffer.space is Space.PSUM:
+        storage.placed = True
+        if storage.space is Space.PSUM:
             self.groups.allocated(_block_region(block))
         weakref.finalize(storage, allocator.release, block)
-        return NkiTensor.whole(storage)
+
+    def constant(self, values: np.ndarray, dt: DType, name: str | None) -> NkiTensor:
+        """An HBM tensor holding `values` (`nl.shared_constant`): an input of the program."""
+        unique = self._hbm_name(name or "constant")
+        self.hbm[unique] = HbmTensor(unique, tuple(values.shape), dt, "constant")
+        self.constants.append((unique, values))
+        return NkiTensor.whole(Storage(unique, HBM, tuple(values.shape), dt))
+
+    # ---- deferred value-returning operations ------------------------------------------------
+    def defer(self, operation: Any) -> None:
+        """Hold `operation` (with `.storage` and `.materialize()`) until it is needed; the one
+        held before is emitted first."""
+        self.flush()
+        self._pending = operation
+
+    def pending(self, storage: Storage) -> Any:
+        """The held operation computing `storage`, or None."""
+        held = self._pending
+        return held if held is not None and held.storage is storage else None
+
+    def claim(self, storage: Storage) -> Any:
+        """Take the held operation computing `storage` without emitting it (its caller emits it
+        into another target); None if it is not the one held."""
+        held = self.pending(storage)
+        if held is not None:
+            self._pending = None
+        return held
+
+    def flush(self) -> None:
+        """Emit the held operation, if any, into its own newly allocated result."""
+        held, self._pending = self._pending, None
+        if held is not None:
+            held.materialize()
 
     def _hbm_name(self, name: str | None) -> str:
         base = re.sub(r"\W", "_", name or "hbm_tensor")
@@ -172,10 +226,15 @@ class Tracer:
     def matmul_accumulate(self, dst: AccessPattern, explicit: bool | None, where: str) -> bool:
         return self.groups.matmul(dst, explicit, where)
 
+    def matmul_can_add(self, dst: AccessPattern) -> bool:
+        """Whether a matmul into `dst` leaves dst + product there (see accumulation)."""
+        return self.groups.can_add(dst)
+
     def emit(self, instr: Instruction, stream: str, where: str) -> int:
         """Append `instr` to `stream` after waits for every conflicting earlier access."""
         if self.closed:
             raise TracingError(f"{where}: the trace of {self.builder.name} has finished")
+        self.flush()  # a held result is computed before anything that follows it
         try:
             instr.validate(self.target, stream_engine(stream))
         except InstructionError as err:
@@ -211,6 +270,9 @@ class Tracer:
         for kind, operands in (("read", reads), ("write", writes)):
             for ap in operands.values():
                 tensor = self.hbm.get(ap.tensor) if ap.space is Space.HBM else None
+                if tensor is not None and tensor.role == "constant" and kind == "write":
+                    raise UnsupportedConstructError(
+                        f"{where}: writes {tensor.name}, an nl.shared_constant")
                 if tensor is None or tensor.role != "parameter":
                     continue
                 if tensor.first_access is None:
@@ -242,6 +304,8 @@ class Tracer:
         for tensor in self.hbm.values():
             if tensor.role == "parameter":
                 kind = "output" if tensor.first_access == "write" else "input"
+            elif tensor.role == "constant":
+                kind = "input"
             else:
                 kind = "output" if tensor.name in names else "scratch"
             self.builder.tensor(tensor.name, tensor.shape, tensor.dtype, kind)
@@ -311,9 +375,11 @@ def trace_kernel(kernel: Any, args: tuple = (), kwargs: dict | None = None,
         try:
             with context.install(tracer):
                 returned = function(*call.args, **call.kwargs)
+                tracer.flush()
             program, outputs, returns = tracer.finish(returned)
         finally:
             tracer.closed = True
+        arguments += tracer.constants
         written = tracer.written_parameters
         peaks = [max(peaks[0], tracer.allocators[Space.SBUF].peak),
                  max(peaks[1], tracer.allocators[Space.PSUM].peak)]

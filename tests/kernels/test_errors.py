@@ -129,12 +129,12 @@ def test_activation_op_used_as_an_alu_op():
 
 def test_unknown_language_names_fail_with_the_construct():
     @jit
-    def legacy(x):
-        nl.arange(128)
+    def gathers(x):
+        nl.gather_flattened(nl.load(x), nl.load(x))
 
     with pytest.raises(UnsupportedConstructError,
-                       match=rf"nl\.arange is not supported .*{HERE} in legacy"):
-        trace(legacy, (4, 4))
+                       match=rf"nl\.gather_flattened is not supported .*{HERE} in gathers"):
+        trace(gathers, (4, 4))
 
 
 def test_partition_reduction_is_unsupported():
