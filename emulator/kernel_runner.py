@@ -28,13 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from emulator import nki_compat as compat
 from emulator import races
 from emulator.functional import execute
 from emulator.memory import DeviceMemory
 from emulator.report import Report
 from emulator.runner import core_and_chip, run
 from isa.program import Program
-from kernels.nki import compat
 from kernels.nki.kernel import unwrap
 from kernels.trace import TensorSpec, TracedKernel, trace_kernel
 

@@ -41,7 +41,7 @@ def _load_inputs(path: str) -> dict[str, np.ndarray]:
 
 def cmd_nki(args: argparse.Namespace) -> int:
     from emulator.kernel_runner import run_nki_file
-    from kernels.nki.compat import file_location
+    from emulator.nki_compat import file_location
 
     path, sep, kernel = args.target.rpartition("::")
     if not sep or not path or not kernel:

@@ -15,7 +15,8 @@ Run kernels with `emulator.kernel_runner.simulate(add_kernel)(a, b)` (numbers),
 The legacy, value-returning API (neuronxcc.nki) shares the language and the tracer:
 `kernels.nki.legacy` is its `nki.isa`; index vectors and masks live in `kernels.nki.index`.
 `emulator.kernel_runner.run_nki_file` (and `ncemu nki`) runs an unmodified NKI source file,
-mapping its `nki` / `neuronxcc.nki` imports onto this package for that run (`kernels.nki.compat`).
+mapping its `nki` / `neuronxcc.nki` imports onto this package for that run
+(`emulator.nki_compat`, in the runner layer).
 """
 
 from kernels.nki import isa, language

@@ -17,8 +17,8 @@ import pytest
 
 from emulator.cli import main
 from emulator.kernel_runner import GridReport, NkiFileRun, run_nki_file
+from emulator.nki_compat import load_kernel_file, nki_imports
 from kernels.nki import NkiError, TileIndexError, TracingError, UnsupportedConstructError
-from kernels.nki.compat import load_kernel_file, nki_imports
 
 FILES = Path(__file__).resolve().parent.parent / "nki_files"
 RNG = np.random.default_rng(5)

@@ -1,10 +1,10 @@
-"""Running unmodified NKI kernel files: the `nki` / `neuronxcc.nki` import names mapped onto this
+"""Running unmodified NKI kernel files: the `nki` / `neuronxcc.nki` import names mapped onto the
 kernel language for the duration of one run.
 
     with nki_imports():                     # `import nki.language as nl` now gives ours
         module = load_kernel_file(path)
 
-Inside `nki_imports()` the names below resolve to this package; everything is put back when the
+Inside `nki_imports()` the names below resolve to `kernels.nki`; everything is put back when the
 block ends (sys.modules entries and the meta-path finder are removed, earlier entries restored),
 so `import nki` outside it behaves as before.  Nothing is installed at import time.
 
