@@ -478,11 +478,15 @@ class Reciprocal(Instruction):
 
 
 # ---- collectives (DMA queues, across NeuronCores) -------------------------------------------
-def _check_ranks(ranks: tuple[int, ...]) -> tuple[int, ...]:
-    ranks = tuple(int(r) for r in ranks)
+def _check_group(record: Instruction, reduces: bool) -> None:
+    """Normalise a collective's ranks (distinct core indices) and check its reduce op."""
+    ranks = tuple(int(r) for r in record.ranks)
     _require(len(ranks) >= 1 and len(set(ranks)) == len(ranks) and min(ranks) >= 0,
              lambda: f"collective ranks {ranks} must be distinct core indices >= 0")
-    return ranks
+    object.__setattr__(record, "ranks", ranks)
+    if reduces:
+        _require(record.op in REDUCE_OPS,
+                 lambda: f"unknown reduce op {record.op!r}; supported: {', '.join(REDUCE_OPS)}")
 
 
 @dataclass(frozen=True)
@@ -496,9 +500,7 @@ class AllReduce(Instruction):
     op: str = "add"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
-        _require(self.op in REDUCE_OPS,
-                 lambda: f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+        _check_group(self, reduces=True)
         _require(self.dst.elements == self.src.elements,
                  lambda: f"all_reduce dst {self.dst} must hold src's {self.src.elements} elements")
 
@@ -513,11 +515,10 @@ class AllGather(Instruction):
     ranks: tuple[int, ...]
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
+        _check_group(self, reduces=False)
         _require(self.dst.elements == len(self.ranks) * self.src.elements,
                  lambda: f"all_gather dst {self.dst} must hold {len(self.ranks)} x "
-                         f"{self.src.elements} "
-                 f"elements")
+                         f"{self.src.elements} elements")
 
 
 @dataclass(frozen=True)
@@ -531,12 +532,10 @@ class ReduceScatter(Instruction):
     op: str = "add"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ranks", _check_ranks(self.ranks))
-        _require(self.op in REDUCE_OPS,
-                 lambda: f"unknown reduce op {self.op!r}; supported: {', '.join(REDUCE_OPS)}")
+        _check_group(self, reduces=True)
         _require(self.src.elements == len(self.ranks) * self.dst.elements,
                  lambda: f"reduce_scatter src {self.src} must hold {len(self.ranks)} x "
-                 f"{self.dst.elements} elements")
+                         f"{self.dst.elements} elements")
 
 
 @dataclass(frozen=True)
