@@ -1,3 +1,3 @@
 """Subcommands of `ncemu`: one module each, exposing `register(subparsers)`."""
 
-COMMANDS = ("run", "systolic", "timeline", "sweep", "bench", "nki")
+COMMANDS = ("run", "systolic", "timeline", "sweep", "bench", "nki", "compile")

@@ -7,6 +7,11 @@
     ncemu run matmul_naive --shape 512x1024x512 --layout TILE_N=128
     ncemu run --json                the report as JSON; --trace FILE writes a Perfetto trace
     ncemu run --timing-only         time without computing values
+    ncemu run bert-base --batch 1 --seq 128 --instance inf2.xlarge --timing-only
+                                    a whole model (mlp, bert-base, bert-large, gpt2, resnet50,
+                                    resnet18) compiled, lowered to the library's kernels, run
+    ncemu run model.onnx --inputs x.npz     an ONNX model (inputs random without --inputs)
+    ncemu run resnet18 --batch 2 --cores 2 --tile stage1.block0/conv1:tile_n=256 --timing-only
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emulator.commands.compile import add_model_arguments, is_model
 from emulator.runner import core_and_chip, run
 from isa.assembly import parse_program
 from isa.dtypes import DTYPES
@@ -144,6 +150,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise ValueError(f"unknown kernel {args.describe!r}; `ncemu run --list` lists them")
         print(LIBRARY[args.describe].describe())
         return 0
+    if is_model(args.what):
+        return cmd_run_model(args)
+    given = _model_options_given(args)
+    if given:
+        print(f"ncemu run: {', '.join(given)} only apply to a model (mlp, bert-base, "
+              f"bert-large, gpt2, resnet50, resnet18 or an .onnx file), not "
+              f"{args.what or 'tiled_matmul'!r}", file=sys.stderr)
+        return 2
     if args.what in LIBRARY:
         return cmd_run_library(args, LIBRARY[args.what])
     reference = None
@@ -165,8 +179,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         program = parse_program(path.read_text())
         inputs = _load_inputs(args.inputs) if args.inputs else _random_inputs(program, args.seed)
     else:
-        print(f"ncemu run: unknown target {args.what!r}; give a kernel name (ncemu run --list) "
-              f"or a .nasm file", file=sys.stderr)
+        print(f"ncemu run: unknown target {args.what!r}; give a kernel name (ncemu run --list), "
+              f"a model (mlp, bert-base, bert-large, gpt2, gpt-small, resnet50, resnet18, "
+              f"FILE.onnx) or a .nasm file", file=sys.stderr)
         return 2
     result = run(program, inputs, args.machine, functional=not args.timing_only)
     _write_reports(args, result.report)
@@ -191,6 +206,69 @@ def cmd_run(args: argparse.Namespace) -> int:
     return status
 
 
+def _model_options_given(args: argparse.Namespace) -> list[str]:
+    flags = {"--batch": args.batch, "--seq": args.seq, "--layers": args.layers,
+             "--image-size": args.image_size, "--tile": args.tile,
+             "--partition": args.partition}
+    given = [flag for flag, value in flags.items() if value is not None]
+    return given + (["--cores"] if args.cores != 1 else [])
+
+
+def cmd_run_model(args: argparse.Namespace) -> int:
+    """Compile, lower and run a model; report latency, throughput, engines and operators."""
+    from emulator.commands.compile import load_model, precision_of
+    from emulator.model_runner import random_inputs, run_model, tile_layouts
+    from kernels.graph import evaluate
+
+    if args.what.endswith(".onnx") and not Path(args.what).is_file():
+        print(f"ncemu run: no such ONNX file {args.what}", file=sys.stderr)
+        return 2
+    try:
+        layouts = tile_layouts(args.tile)
+    except ValueError as err:
+        print(f"ncemu run: error: {err}", file=sys.stderr)
+        return 2
+    graph = load_model(args.what, args)
+    inputs = _load_inputs(args.inputs) if args.inputs else None
+    precision = precision_of(args)
+    result = run_model(graph, inputs, args.machine, functional=not args.timing_only,
+                       cores=args.cores, partition=args.partition, layouts=layouts,
+                       precision=precision, progress=True, seed=args.seed)
+    report = result.report
+    if args.trace:
+        if report.run.schedule is None:
+            raise ValueError("--trace writes one core's timeline; this run used several cores")
+        _write_reports(args, report.run)
+    lines, status = [], 0
+    if not args.timing_only:
+        # The same graph evaluated by the numpy reference at the same storage precision.
+        feed = dict(inputs) if inputs else random_inputs(result.graph, args.seed)
+        reference = evaluate(result.graph, feed, precision)
+        tolerance = 1e-3 if precision == "fp32" else 5e-2
+        for name, golden in reference.items():
+            got = np.asarray(result.outputs[name], np.float64)
+            golden = np.asarray(golden, np.float64)
+            scale = np.abs(golden).max() or 1.0
+            error = np.abs(got - golden).max()
+            ok = error <= tolerance * scale
+            lines.append(f"numerics {name}: max |error| {error:.3g} (max |value| {scale:.3g}) "
+                         f"vs the numpy reference: {'PASS' if ok else 'FAIL'} (tolerance "
+                         f"{tolerance:g} x max |value|)")
+            status = status or (0 if ok else 1)
+        if args.outputs:
+            np.savez(args.outputs, **result.outputs)
+            lines.append(f"outputs written to {args.outputs}")
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+        for line in lines:
+            print(line, file=sys.stderr)
+        return status
+    print(report.text())
+    for line in lines:
+        print(line)
+    return status
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     run_parser = commands.add_parser(
         "run", help="run a built-in kernel or an assembly program and report",
@@ -198,7 +276,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     run_parser.add_argument("what", nargs="?", default=None,
                             help="a kernel of the library (see --list), 'tiled_matmul' (the "
-                                 "default: the built-in hand-scheduled matmul) or PROGRAM.nasm")
+                                 "default: the built-in hand-scheduled matmul), PROGRAM.nasm, "
+                                 "a model (mlp, bert-base, bert-large, gpt2, gpt-small, "
+                                 "resnet50, resnet18) or MODEL.onnx")
     run_parser.add_argument("--shape", default=None,
                             help="problem size: MxKxN (tiled_matmul, default 1024x512x1024, and "
                                  "matmul kernels) or KEY=VALUE,... (see --describe NAME)")
@@ -210,20 +290,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--describe", metavar="NAME",
                             help="a library kernel's operands, shapes, options and layouts")
     run_parser.add_argument("--dtype", default="bf16", choices=sorted(DTYPES),
-                            help="operand dtype (default bf16)")
-    run_parser.add_argument("--machine", default="inf2",
+                            help="operand dtype; for a model, the storage dtype of every float "
+                                 "tensor (default bf16)")
+    run_parser.add_argument("--machine", "--instance", dest="machine", default="inf2",
                             help="instance preset (inf2.xlarge, inf1.xlarge, trn1.2xlarge, ...; "
                                  "inf1/inf2/trn1 for short) or a machine .toml file; the "
-                                 "program runs on one NeuronCore of it (default inf2)")
+                                 "program runs on one NeuronCore of it (a model on --cores of "
+                                 "them; default inf2)")
     run_parser.add_argument("--inputs", help="an .npz of input tensors, by tensor name")
     run_parser.add_argument("--outputs", help="write the output tensors to this .npz")
     run_parser.add_argument("--seed", type=int, default=0, help="seed of random inputs")
     run_parser.add_argument("--json", action="store_true",
-                            help="print the report as JSON (schema ncemu.report/1) only")
+                            help="print the report as JSON (schema ncemu.report/1; "
+                                 "ncemu.model_report/1 for a model) only")
     run_parser.add_argument("--trace", metavar="FILE",
                             help="write a Chrome/Perfetto trace (traceEvents JSON) to FILE")
     run_parser.add_argument("--roofline", metavar="FILE",
                             help="draw the run on the machine's roofline into a PNG")
     run_parser.add_argument("--timing-only", action="store_true",
                             help="time the program without computing any values")
+    add_model_arguments(run_parser)
     run_parser.set_defaults(handler=cmd_run)

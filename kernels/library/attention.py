@@ -20,10 +20,13 @@ MASKED = -1.0e30  # score of a masked (future) key: exp(MASKED - max) is exactly
 
 
 def attention_golden(q: np.ndarray, k: np.ndarray, v: np.ndarray, causal: bool = False,
-                     softmax_scale: float | None = None, **_layout: object) -> np.ndarray:
+                     softmax_scale: float | None = None, mask: np.ndarray | None = None,
+                     **_layout: object) -> np.ndarray:
     q, k, v = (a.astype(np.float64) for a in (q, k, v))
     scale = 1.0 / math.sqrt(q.shape[-1]) if softmax_scale is None else softmax_scale
     scores = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
+    if mask is not None:
+        scores = scores + mask.astype(np.float64)
     if causal:
         future = np.triu(np.ones(scores.shape[-2:], dtype=bool), k=1)
         scores = np.where(future, -np.inf, scores)
@@ -44,14 +47,18 @@ def _transpose_rows(dst: NkiTensor, src_rows: list[NkiTensor], chunk_rows: int) 
 
 @jit
 def attention(q: NkiTensor, k: NkiTensor, v: NkiTensor, causal: bool = False,
-              softmax_scale: float | None = None, KV_TILE: int = KV_TILE_MAX) -> NkiTensor:
+              softmax_scale: float | None = None, KV_TILE: int = KV_TILE_MAX,
+              mask: NkiTensor | None = None, Q_TILE: int = P_MAX) -> NkiTensor:
     """Flash attention over q [B, H, S, D], k/v [B, H, S_kv, D] -> out [B, H, S, D].
 
     Per head, K^T [D, S_kv] is built once by Tensor-engine transposes and V is loaded once as
-    128-row chunks.  Per tile of 128 queries (Q^T by one transpose), keys are visited KV_TILE at
-    a time (at most 512, the moving free size), keeping per query row the running maximum m
-    (negated), the running sum l and an fp32 accumulator.  The statistics steps run once per key
-    tile, so a larger KV_TILE issues fewer instructions.
+    128-row chunks.  Per tile of Q_TILE queries (at most 128; Q^T by one transpose), keys are
+    visited KV_TILE at a time (at most 512, the moving free size), keeping per query row the
+    running maximum m (negated), the running sum l and an fp32 accumulator.  The statistics
+    steps run once per key tile, so a larger KV_TILE issues fewer instructions.  An optional
+    additive `mask` [B or 1, H or 1, S or 1, S_kv] (an HBM tensor of its own) is added to the
+    scaled scores; a mask row shared by all queries is loaded once per (batch, head, key tile)
+    it differs in, replicated to the query partitions.
     """
     require(len(q.shape) == 4 and tuple(k.shape) == tuple(v.shape) and len(k.shape) == 4,
             f"attention: q must be [B, H, S, D] and k, v [B, H, S_kv, D], got {q.shape}, "
@@ -67,6 +74,14 @@ def attention(q: NkiTensor, k: NkiTensor, v: NkiTensor, causal: bool = False,
     require(KV_TILE % P_MAX == 0 and P_MAX <= KV_TILE <= KV_TILE_MAX,
             f"attention: KV_TILE={KV_TILE} must be a multiple of {P_MAX} up to "
             f"nl.tile_size.gemm_moving_fmax={KV_TILE_MAX} (the moving tile of Q K^T)")
+    require(1 <= Q_TILE <= P_MAX,
+            f"attention: Q_TILE={Q_TILE} must be 1..{P_MAX} (queries on the partitions)")
+    if mask is not None:
+        require(len(mask.shape) == 4 and mask.shape[3] == S_kv
+                and all(m in (1, full) for m, full in zip(mask.shape[:3], (B, H, S))),
+                f"attention: mask {mask.shape} must be [B or 1, H or 1, S or 1, S_kv={S_kv}] "
+                f"for q {q.shape}")
+    mask_rows: dict[tuple[int, int, int], NkiTensor] = {}  # shared rows, kept across heads
     itemsize = np.dtype(k.dtype).itemsize
     kv_chunks = cdiv(S_kv, P_MAX)
     require_sbuf("attention", f"K^T and V of one head (S_kv={S_kv}, D={D}, double buffered)",
@@ -88,8 +103,8 @@ def attention(q: NkiTensor, k: NkiTensor, v: NkiTensor, causal: bool = False,
             v_all = nl.ndarray((P_MAX, kv_chunks, D), dtype=v.dtype, buffer=nl.sbuf)
             for c, c0, rows in spans(S_kv, P_MAX):
                 nisa.dma_copy(dst=v_all[0:rows, c, :], src=v[b, h, c0:c0 + rows, :])
-            for qt in nl.affine_range(cdiv(S, P_MAX)):
-                q0, qs = span(qt, P_MAX, S)
+            for qt in nl.affine_range(cdiv(S, Q_TILE)):
+                q0, qs = span(qt, Q_TILE, S)
                 # Q^T [D, qs] for this query tile.
                 q_tile = nl.ndarray((qs, D), dtype=q.dtype, buffer=nl.sbuf)
                 nisa.dma_copy(dst=q_tile, src=q[b, h, q0:q0 + qs, :])
@@ -106,6 +121,9 @@ def attention(q: NkiTensor, k: NkiTensor, v: NkiTensor, causal: bool = False,
                     nisa.nc_matmul(dst=s_psum, stationary=qT, moving=kT[:, k0:k0 + kvs])
                     scores = nl.ndarray((qs, kvs), dtype=nl.float32, buffer=nl.sbuf)
                     nisa.activation(dst=scores, op=nl.copy, data=s_psum, scale=scale)
+                    if mask is not None:
+                        mask_tile = _mask_tile(mask, mask_rows, b, h, q0, qs, k0, kvs)
+                        nisa.tensor_tensor(dst=scores, data1=scores, data2=mask_tile, op=nl.add)
                     # 2. Causal mask where this tile crosses the diagonal: keep key k0 + j for
                     #    query q0 + p when (q0 - k0) + p - j >= 0.
                     if causal and k0 + kvs - 1 > q0:
@@ -170,3 +188,23 @@ def attention(q: NkiTensor, k: NkiTensor, v: NkiTensor, causal: bool = False,
                 nisa.tensor_scalar(dst=o_tile, data=acc, op0=nl.multiply, operand0=inverse)
                 nisa.dma_copy(dst=out[b, h, q0:q0 + qs, :], src=o_tile)
     return out
+
+
+def _mask_tile(mask: NkiTensor, rows: dict[tuple[int, int, int], NkiTensor], b: int, h: int,
+               q0: int, qs: int, k0: int, kvs: int) -> NkiTensor:
+    """mask[b, h, q0:q0+qs, k0:k0+kvs] as an fp32 [qs, kvs] tile, broadcast dimensions read at
+    index 0; a row shared by every query is replicated to the partitions (partition step 0)
+    once and kept."""
+    MB, MH, MS, S_kv = mask.shape
+    mb, mh = (b if MB > 1 else 0), (h if MH > 1 else 0)
+    base = (mb * MH + mh) * MS * S_kv + k0
+    if MS == 1:
+        key = (mb, mh, k0)
+        if key not in rows:
+            row_tile = nl.ndarray((P_MAX, kvs), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.dma_copy(dst=row_tile, src=mask.ap([[0, P_MAX], [1, kvs]], offset=base))
+            rows[key] = row_tile
+        return rows[key][0:qs, :]
+    mask_tile = nl.ndarray((qs, kvs), dtype=nl.float32, buffer=nl.sbuf)
+    nisa.dma_copy(dst=mask_tile, src=mask.ap([[S_kv, qs], [1, kvs]], offset=base + q0 * S_kv))
+    return mask_tile

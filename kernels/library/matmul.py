@@ -17,6 +17,10 @@ from kernels.nki import language as nl
 TILE_K_MAX = nl.tile_size.pmax  # contraction rows of one matmul (partitions)
 TILE_M_MAX = nl.tile_size.gemm_stationary_fmax  # stationary free size (PE-array columns)
 TILE_N_MAX = nl.tile_size.gemm_moving_fmax  # moving free size (one PSUM bank of fp32)
+# Activations an epilogue may apply while evicting PSUM (None: no function).
+EPILOGUE_ACTIVATIONS = {"none": None, "relu": nl.relu, "gelu": nl.gelu,
+                        "gelu_apprx_tanh": nl.gelu_apprx_tanh, "silu": nl.silu, "tanh": nl.tanh,
+                        "sigmoid": nl.sigmoid}
 
 
 def matmul_golden(lhsT: np.ndarray, rhs: np.ndarray, **_layout: object) -> np.ndarray:
@@ -45,12 +49,36 @@ def _check_tiles(kernel: str, TILE_M: int, TILE_K: int, TILE_N: int) -> None:
             f"(nl.tile_size.gemm_moving_fmax)")
 
 
-def _evict(result: NkiTensor, res_psum: NkiTensor, m0: int, n0: int) -> None:
-    """Copy a PSUM result tile to SBUF (casting to the output dtype) and store it."""
+def _evict(result: NkiTensor, res_psum: NkiTensor, m0: int, n0: int,
+           bias: NkiTensor | None = None, activation: str = "none") -> None:
+    """Copy a PSUM result tile to SBUF (casting to the output dtype) and store it; with the
+    epilogue, bias[n0:n0+n] is added to every row and `activation` applied on the way out of
+    PSUM, in fp32, with one rounding to the output dtype."""
     m_size, n_size = res_psum.shape
     res_sb = nl.ndarray((m_size, n_size), dtype=result.dtype, buffer=nl.sbuf)
-    nisa.tensor_copy(dst=res_sb, src=res_psum)
+    func = EPILOGUE_ACTIVATIONS[activation]
+    if bias is None and func is None:
+        nisa.tensor_copy(dst=res_sb, src=res_psum)
+    elif bias is None:
+        nisa.activation(dst=res_sb, op=func, data=res_psum)
+    else:
+        # The bias slice replicated to every row's partition (partition step 0), in fp32.
+        bias_tile = nl.ndarray((m_size, n_size), dtype=nl.float32, buffer=nl.sbuf)
+        nisa.dma_copy(dst=bias_tile, src=bias.ap([[0, m_size], [1, n_size]], offset=n0))
+        if func is None:
+            nisa.tensor_tensor(dst=res_sb, data1=res_psum, data2=bias_tile, op=nl.add)
+        else:
+            pre = nl.ndarray((m_size, n_size), dtype=nl.float32, buffer=nl.sbuf)
+            nisa.tensor_tensor(dst=pre, data1=res_psum, data2=bias_tile, op=nl.add)
+            nisa.activation(dst=res_sb, op=func, data=pre)
     nisa.dma_copy(dst=result[m0:m0 + m_size, n0:n0 + n_size], src=res_sb)
+
+
+def _check_epilogue(kernel: str, bias: NkiTensor | None, N: int, activation: str) -> None:
+    require(activation in EPILOGUE_ACTIVATIONS,
+            f"{kernel}: activation={activation!r} is not one of {sorted(EPILOGUE_ACTIVATIONS)}")
+    require(bias is None or tuple(bias.shape) == (N,),
+            f"{kernel}: bias must be [N={N}], got {None if bias is None else bias.shape}")
 
 
 def _load(tensor: NkiTensor, k0: int, k_size: int, f0: int, f_size: int) -> NkiTensor:
@@ -110,10 +138,16 @@ def matmul_naive(lhsT: NkiTensor, rhs: NkiTensor, TILE_M: int = TILE_M_MAX,
 # ---- step 3: hoisted loads -----------------------------------------------------------------------
 @jit
 def matmul_hoisted(lhsT: NkiTensor, rhs: NkiTensor, TILE_M: int = TILE_M_MAX,
-                   TILE_K: int = TILE_K_MAX, TILE_N: int = TILE_N_MAX) -> NkiTensor:
-    """Tiled matmul with each operand column of K tiles loaded once per M (or N) tile."""
+                   TILE_K: int = TILE_K_MAX, TILE_N: int = TILE_N_MAX,
+                   bias: NkiTensor | None = None, activation: str = "none") -> NkiTensor:
+    """Tiled matmul with each operand column of K tiles loaded once per M (or N) tile.
+
+    Optional epilogue (what a `linear` layer needs): result = activation(lhsT.T @ rhs + bias)
+    with bias [N] added to every row, computed in fp32 while evicting PSUM.
+    """
     K, M, N = _shapes("matmul_hoisted", lhsT, rhs)
     _check_tiles("matmul_hoisted", TILE_M, TILE_K, TILE_N)
+    _check_epilogue("matmul_hoisted", bias, N, activation)
     k_tiles = cdiv(K, TILE_K)
     # One stationary column and one moving column, each double buffered.
     require_sbuf("matmul_hoisted", f"operand columns of K={K} ({k_tiles} tiles of TILE_M={TILE_M}"
@@ -132,7 +166,7 @@ def matmul_hoisted(lhsT: NkiTensor, rhs: NkiTensor, TILE_M: int = TILE_M_MAX,
             res_psum = nl.ndarray((m_size, n_size), dtype=nl.float32, buffer=nl.psum)
             for k in nl.affine_range(k_tiles):
                 nisa.nc_matmul(dst=res_psum, stationary=lhsT_tiles[k], moving=rhs_tiles[k])
-            _evict(result, res_psum, m0, n0)
+            _evict(result, res_psum, m0, n0, bias, activation)
     return result
 
 
