@@ -24,7 +24,7 @@ STAMP = VENV / ".ncemu-installed"
 
 
 def ensure_environment() -> None:
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - dev.py may be started by any python3
         sys.exit(f"ncemu needs Python 3.10 or newer; this is {sys.version.split()[0]}")
     if not (BIN / "python").exists():
         print(f"[dev] creating virtual environment in {VENV}", flush=True)
