@@ -8,7 +8,9 @@ semaphores between streams, the instruction on its engine's stream, and the resu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from hypothesis import HealthCheck, settings
@@ -47,6 +49,14 @@ TOLERANCE: dict[str, tuple[float, float]] = {
     "fp8_e4m3": (0.13, 2e-3),
     "fp8_e5m2": (0.26, 2e-5),
 }
+
+
+def readme_program() -> str:
+    """The text-assembly example of README.md, exactly as a reader sees it."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = re.search(r"^```\n(\.program .*?)^```", readme, re.S | re.M)
+    assert block, "README.md lost its text-assembly example"
+    return block.group(1)
 
 
 def assert_matches(actual: np.ndarray, expected: np.ndarray, dt: DType | str,

@@ -17,24 +17,10 @@ from isa import (
     sbuf,
 )
 from isa.assembly import format_instruction
+from tests.conftest import readme_program
 from tests.strategies import instructions, programs
 
-README_PROGRAM = """\
-.program scale_by_two
-.tensor x input 128x64 fp32
-.tensor y output 128x64 fp32
-.stream dma0
-  dma_copy dst=sbuf[0:128]+0[[1,64]]:fp32 src=hbm:x[128x64]+0[[1,64]]:fp32
-  signal sem=0
-.stream vector
-  wait sem=0 value=1
-  tensor_scalar dst=sbuf[0:128]+0[[1,64]]:fp32 src=sbuf[0:128]+0[[1,64]]:fp32 op0=multiply \
-operand0=2.0
-  signal sem=1
-.stream dma1
-  wait sem=1 value=1
-  dma_copy dst=hbm:y[128x64]+0[[1,64]]:fp32 src=sbuf[0:128]+0[[1,64]]:fp32
-"""
+README_PROGRAM = readme_program()
 
 
 @settings(max_examples=60)

@@ -13,24 +13,9 @@ import pytest
 from emulator.cli import main
 from isa import INF2, MatMul, format_program, parse_program
 from kernels.programs import tiled_matmul
-from tests.conftest import execute_functional
+from tests.conftest import execute_functional, readme_program
 
-README_PROGRAM = """\
-.program scale_by_two
-.tensor x input 128x64 fp32
-.tensor y output 128x64 fp32
-.stream dma0
-  dma_copy dst=sbuf[0:128]+0[[1,64]]:fp32 src=hbm:x[128x64]+0[[1,64]]:fp32
-  signal sem=0
-.stream vector
-  wait sem=0 value=1
-  tensor_scalar dst=sbuf[0:128]+0[[1,64]]:fp32 src=sbuf[0:128]+0[[1,64]]:fp32 op0=multiply \
-operand0=2.0
-  signal sem=1
-.stream dma1
-  wait sem=1 value=1
-  dma_copy dst=hbm:y[128x64]+0[[1,64]]:fp32 src=sbuf[0:128]+0[[1,64]]:fp32
-"""
+README_PROGRAM = readme_program()
 
 
 def operands(k: int, m: int, n: int, seed: int = 0) -> dict[str, np.ndarray]:
