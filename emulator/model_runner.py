@@ -198,6 +198,7 @@ class ModelReport:
     run: Report
     wall_s: dict[str, float]
     hbm_plan: dict[str, int] = field(default_factory=dict)
+    collectives: dict[str, Any] = field(default_factory=dict)  # tensor parallel: all-reduces
 
     @property
     def latency_per_inference_ns(self) -> float:
@@ -229,7 +230,14 @@ class ModelReport:
             f"{_mib(hbm['hbm_write_bytes'])}"
             + (f"; weights {_mib(self.hbm_plan['weights_bytes'])}, activation peak "
                f"{_mib(self.hbm_plan['activation_peak_bytes'])}" if self.hbm_plan else ""),
-            f"  TensorE HFU {100 * self.run.tensor_hfu:.1f}%",
+            f"  TensorE HFU {100 * self.run.tensor_hfu:.1f}%"]
+        c = self.collectives
+        if c:
+            lines.append(f"  all-reduce: {c['count']} over cores {c['ranks']}, "
+                         f"{c['time_ns'] / 1e3:.1f} us on core {c['ranks'][0]} "
+                         f"({100 * c['share']:.1f}% of latency), "
+                         f"{_mib(c['link_bytes'])} over NeuronLink")
+        lines += [
             "  engine utilisation:"]
         for k, core in enumerate(self.run.cores):
             busy = "  ".join(f"{name} {100 * stats.utilization:.1f}%"
@@ -265,6 +273,7 @@ class ModelReport:
             "operators": [o.to_json() for o in self.operators],
             "wall_s": dict(self.wall_s),
             "run": self.run.to_json(),
+            "collectives": dict(self.collectives),
         }
 
 
@@ -341,7 +350,8 @@ def run_model(graph: Graph, inputs: Mapping[str, Any] | None = None,
               batch: int | None = None, cores: int = 1, partition: str | None = None,
               layouts: Mapping[str, Mapping[str, int]] | None = None, *,
               precision: str | None = None, progress: bool | TextIO = False, seed: int = 0,
-              race_check: bool = True) -> ModelResult:
+              race_check: bool = True, tensor_parallel: int = 1,
+              packed: bool = False) -> ModelResult:
     """Compile `graph`, trace it, run it on `machine` and report (see the module docstring).
 
     `inputs` (graph input name -> array) default to `random_inputs(graph, seed)` in functional
@@ -349,9 +359,22 @@ def run_model(graph: Graph, inputs: Mapping[str, Any] | None = None,
     > 1 runs `partition` "data" (the default) or "pipeline".  `layouts` {node: {tile: value}}
     override the layout pass's tile choice.  `precision` stores every float tensor in that
     dtype ("bf16", ...; default the graph's own).  `progress=True` writes progress lines to
-    stderr (or give a stream)."""
+    stderr (or give a stream).
+
+    `tensor_parallel=n` shards the transformer layers over n ranks (Megatron style,
+    `kernels.graph.sharding`), one program per rank, all-reduces between them.  Ranks sit one
+    per chip (cores 0, c, 2c, ... for c cores per chip) so the all-reduce crosses NeuronLink;
+    `packed=True` uses cores 0..n-1 instead (same-chip neighbours exchange through device
+    memory).  Outputs come from the first rank; the report's `collectives` give the all-reduce
+    time on that rank, its share of the latency and the NeuronLink bytes."""
     stream = sys.stderr if progress is True else (progress or None)
     instance = resolve_instance(machine)
+    if tensor_parallel != 1:
+        if cores != 1 or partition is not None:
+            raise GraphError("tensor_parallel does not combine with cores/partition")
+        return _run_tensor_parallel(graph, inputs, instance, functional, batch, layouts,
+                                    precision, stream, seed, race_check, tensor_parallel,
+                                    packed)
     if isinstance(cores, bool) or not isinstance(cores, int) or cores < 1:
         raise GraphError(f"cores={cores!r} must be a positive int")
     if cores > instance.cores:
@@ -396,6 +419,67 @@ def run_model(graph: Graph, inputs: Mapping[str, Any] | None = None,
         economics(instance, interval, batch_size, cores), lowered.instruction_count,
         operator_times(lowered, schedules), report, wall, hbm_plan)
     return ModelResult(values, model_report, compiled, lowered)
+
+
+def tp_ranks(instance: InstanceSpec, n: int, packed: bool = False) -> list[int]:
+    """The cores of n tensor-parallel ranks: one per chip, or packed onto the first cores."""
+    per_chip = instance.chip.cores
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GraphError(f"tensor_parallel={n!r} must be a positive int")
+    if packed or instance.chips == 1:
+        if n > instance.cores:
+            raise GraphError(f"tensor_parallel={n} exceeds the {instance.cores} NeuronCores of "
+                             f"{instance.name}")
+        return list(range(n))
+    if n > instance.chips:
+        raise GraphError(f"tensor_parallel={n} exceeds the {instance.chips} chips of "
+                         f"{instance.name} (one rank per chip; packed=True for more)")
+    return [c * per_chip for c in range(n)]
+
+
+def _run_tensor_parallel(graph, inputs, instance, functional, batch, layouts, precision, stream,
+                         seed, race_check, n, packed) -> ModelResult:
+    from kernels.graph.sharding import tensor_parallel as shard
+
+    ranks = tp_ranks(instance, n, packed)
+    start = time.perf_counter()
+    g = prepare(graph, batch, layouts)
+    wall = {"compile_s": 0.0, "trace_s": 0.0}
+    compiled, lowered = [], []
+    for rank_graph in shard(g, n, ranks):
+        c, w = compile_model(rank_graph, instance, precision=precision, progress=stream)
+        wall["compile_s"] += w["compile_s"]
+        wall["trace_s"] += w["trace_s"]
+        compiled.append(c)
+        lowered.append(c.meta["lowered"])
+    feeds = None
+    if functional:
+        given = random_inputs(compiled[0], seed) if inputs is None else inputs
+        feeds = [lo.feeds(c, given)[0] for lo, c in zip(lowered, compiled)]
+    t0 = time.perf_counter()
+    _say(stream, f"run: tensor parallel over cores {ranks} of {instance.name}")
+    system = run_system([lo.programs[0] for lo in lowered], feeds, instance, ranks=ranks,
+                        functional=functional, race_check=race_check)
+    report, schedules = system.report, system.schedules
+    wall["run_s"] = time.perf_counter() - t0
+    wall["total_s"] = time.perf_counter() - start
+    values = lowered[0].collect([system.outputs.get(ranks[0], {})]) if functional else {}
+    schedule = schedules[0]
+    rows = np.flatnonzero(schedule.encoded.kind == COLLECTIVE)
+    durations = [float(schedule.end_ns[r] - schedule.start_ns[r]) for r in rows]
+    collectives = {"count": len(rows), "ranks": ranks, "time_ns": float(sum(durations)),
+                   "durations_ns": durations,
+                   "share": float(sum(durations)) / report.latency_ns if report.latency_ns
+                   else 0.0,
+                   "link_bytes": float(sum(report.links.values()))}
+    batch_size = _batch_of(compiled[0])
+    model_report = ModelReport(
+        compiled[0].name, report.machine, precision or "declared", batch_size, n, "tensor",
+        report.latency_ns, report.latency_ns,
+        economics(instance, report.latency_ns, batch_size, n),  # other cores: more replicas
+        sum(lo.instruction_count for lo in lowered),
+        operator_times(lowered[0], [schedule]), report, wall, {}, collectives)
+    return ModelResult(values, model_report, compiled[0], lowered[0])
 
 
 def _batch_of(graph: Graph) -> int:

@@ -592,13 +592,28 @@ def _gemm_tiles(L: _Program, node: str, m: int, k: int, n: int) -> tuple[int, in
     return tm, tk, tn
 
 
+def _fit_hoisted(target: Target, k: int, tm: int, tk: int, tn: int,
+                 itemsize: int) -> tuple[int, int, int]:
+    """Tiles whose hoisted operand columns (matmul_hoisted keeps every K tile of a TILE_M and
+    a TILE_N column block, double buffered) fit the target's SBUF partition: TILE_N, then
+    TILE_M halved as needed (NeuronCore-v1 has 80 KiB per partition, v2 192 KiB)."""
+    def need(m: int, n: int) -> int:
+        return 2 * -(-k // tk) * (m + n) * itemsize
+    while need(tm, tn) > target.sbuf_partition_bytes and tn > 64:
+        tn //= 2
+    while need(tm, tn) > target.sbuf_partition_bytes and tm > 32:
+        tm //= 2
+    return tm, tk, tn
+
+
 def _linear_2d(L: _Program, node: str, x2: NkiTensor, w: NkiTensor, bias: NkiTensor | None,
                activation: str) -> NkiTensor:
     """activation(x2 [T, K] @ w [K, N] + bias): a TensorE transpose of x, then matmul_hoisted
     with its epilogue."""
     T, K = x2.shape
     N = w.shape[1]
-    tm, tk, tn = _gemm_tiles(L, node, T, K, N)
+    tm, tk, tn = _fit_hoisted(L.target, K, *_gemm_tiles(L, node, T, K, N),
+                              x2.dt.itemsize)
     L.layout.update(TILE_M=tm, TILE_K=tk, TILE_N=tn)
     bands = _clamp(-(-T // P_MAX), 1, 4)
     xT = transpose_kernels.transpose(x2, BANDS_PER_STORE=bands)
@@ -980,6 +995,24 @@ def _lower_gather(L: _Program, node: str) -> Lowered:
                         f"(host-side lookup) are lowered: the ISA has no indirect DMA", node)
 
 
+def _lower_all_reduce(L: _Program, node: str) -> Lowered:
+    """The ISA AllReduce (sum) from the operand's HBM tensor into a new one, over the cores
+    in the graph's `meta["collective_ranks"]` (default 0..group_size-1: see `sharding`)."""
+    (x,) = L.graph.inputs(node)
+    group = L.graph.op(node).group_size
+    ranks = tuple(L.graph.meta.get("collective_ranks") or range(group))
+    if len(ranks) != group:
+        raise LoweringError(f"(all_reduce) group_size={group} but the graph's collective_ranks "
+                            f"are {ranks}", node)
+    t = L.graph.types(node)[0]
+    out = L.new_hbm(_shape(t), t.dtype, node)
+    if group == 1:
+        _copy(out, L.tensor(x))
+        return (out,), ("dma",), "group of one: a copy"
+    nisa.all_reduce(dst=_flat2d(out), src=_flat2d(_dense(L.tensor(x), _shape(t))), ranks=ranks)
+    return (out,), ("all_reduce",), f"ring all-reduce over cores {list(ranks)}"
+
+
 def _unsupported(why: str) -> Callable[[_Program, str], Lowered]:
     def lowering(L: _Program, node: str) -> Lowered:
         raise LoweringError(f"({L.graph.op(node).op}) {why}", node)
@@ -1008,9 +1041,10 @@ LOWERINGS: dict[str, Callable[[_Program, str], Lowered]] = {
     "split": _lower_split,
     "slice": _lower_slice,
     "gather": _lower_gather,
-    **{op: _unsupported("graph-level collectives are not lowered; run the model over several "
-                        "cores with partition='data' or 'pipeline' instead")
-       for op in ("all_reduce", "all_gather", "reduce_scatter")},
+    "all_reduce": _lower_all_reduce,
+    **{op: _unsupported("graph-level collectives other than all_reduce are not lowered; run the "
+                        "model over several cores with partition='data' or 'pipeline' instead")
+       for op in ("all_gather", "reduce_scatter")},
 }
 
 

@@ -22,6 +22,7 @@ from isa.access import AccessPattern
 from isa.instructions import (
     Activation,
     AffineSelect,
+    AllReduce,
     BnAggr,
     BnStats,
     DmaCopy,
@@ -46,8 +47,9 @@ from kernels.nki.ops import OPS, Op, resolve
 from kernels.nki.tensor import NkiTensor, merge_axes
 
 __all__ = [
-    "NkiValidationError", "activation", "activation_reduce", "affine_select", "bn_aggr",
-    "bn_stats", "dge_mode", "dma_copy", "engine", "get_nc_version", "gpsimd_engine", "iota",
+    "NkiValidationError", "activation", "activation_reduce", "affine_select", "all_reduce",
+    "bn_aggr", "bn_stats", "dge_mode", "dma_copy", "engine", "get_nc_version", "gpsimd_engine",
+    "iota",
     "matmul_perf_mode", "memset", "nc_matmul", "nc_transpose", "nc_version", "oob_mode",
     "reciprocal", "reduce_cmd", "scalar_engine", "tensor_copy", "tensor_engine", "tensor_reduce",
     "tensor_scalar", "tensor_tensor", "tensor_tensor_scan", "unknown_engine", "vector_engine",
@@ -222,6 +224,17 @@ def dma_copy(dst: Any, src: Any, priority: Any = None, oob_mode: Any = oob_mode.
     where = "nisa.dma_copy"
     _no(where, "priority", priority, None, "DMA QoS priority is NeuronCore-v4 only")
     instr = _record(DmaCopy, where, dst=_ap(dst, "dst", where), src=_ap(src, "src", where))
+    _emit(instr, context.session().dma_queue(), where)
+
+
+def all_reduce(dst: Any, src: Any, ranks: Any, op: str = "add",
+               name: str | None = None) -> None:
+    """Every rank's dst = the sum (`op`) over `ranks` (global core ids) of their src; HBM
+    tensors, issued on the next DMA queue (the ISA's AllReduce collective; not a public NKI
+    call: Neuron's collectives live outside NKI kernels)."""
+    where = "nisa.all_reduce"
+    instr = _record(AllReduce, where, dst=_ap(dst, "dst", where), src=_ap(src, "src", where),
+                    ranks=tuple(int(r) for r in ranks), op=op)
     _emit(instr, context.session().dma_queue(), where)
 
 
