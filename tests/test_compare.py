@@ -56,3 +56,17 @@ def test_inf1_slower_than_inf2_end_to_end():
     inf2 = run_model(graph, machine="inf2.xlarge", functional=False).report
     assert inf1.latency_ns > inf2.latency_ns
     assert "gpsimd" not in inf1.run.cores[0].engines
+
+
+def test_replicas_on_one_chip_share_its_memory_bandwidth():
+    # Inf1's four cores share 50 GiB/s of device memory: four replicas of a memory-bound model
+    # at once take longer than one alone, and serving cost follows the slower, full-chip figure.
+    from emulator.commands.compare import compare
+    from emulator.machine import INSTANCES
+
+    rows = {r["instance"]: r for r in compare("bert-base", [INSTANCES["inf1.xlarge"]],
+                                              layers=1, seq=32)}
+    row = rows["inf1.xlarge"]
+    assert row["chip_latency_us"] > 1.5 * row["latency_us"]
+    assert row["throughput_per_s"] == pytest.approx(
+        4 * row["batch"] / (row["chip_latency_us"] * 1e-6))

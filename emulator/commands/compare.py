@@ -4,8 +4,10 @@
     ncemu compare resnet50 --batch 4 --json
     ncemu compare bert-base --layers 1 --plot cost.png
 
-The model runs timing-only on one NeuronCore of each instance's chip type (one run per chip
-type); the instance then serves it with one replica per core (replicas = cores / 1).  Per
+The model runs timing-only on one NeuronCore of each instance's chip type, alone ("latency")
+and then with every core of the chip running its own replica at once ("chip", where the cores
+share the chip's device-memory bandwidth); the instance serves with one replica per core
+(replicas = cores / 1) at the full-chip latency.  Per
 instance: latency, throughput, cost per million inferences (price / 3600 / throughput * 1e6),
 per-engine utilisation, and whether the run is memory- or compute-bound (its arithmetic
 intensity, flops per HBM byte, against the core's ridge point: Tensor-engine peak over its
@@ -21,6 +23,7 @@ import sys
 from emulator.economics import economics
 from emulator.machine import INSTANCES, InstanceSpec
 from emulator.model_runner import build_model, run_model
+from emulator.system import run_system
 
 DEFAULT_INSTANCES = "inf1.xlarge,inf2.xlarge,inf2.48xlarge"
 
@@ -40,6 +43,18 @@ def ridge_point(instance: InstanceSpec) -> float:
     return chip.core.tensor_peak_flops / (chip.hbm_gbps * 1e9 / chip.cores)
 
 
+def chip_latency(result, instance: InstanceSpec) -> float:
+    """Latency when every core of one chip serves its own replica at once: the cores share the
+    chip's device-memory bandwidth, so a memory-bound model slows down (Inf1's 4 cores share
+    50 GiB/s).  Serving throughput is computed from this, not from one core alone."""
+    programs = list(result.lowered.programs)
+    if len(programs) != 1 or instance.chip.cores == 1:
+        return result.report.latency_ns
+    replicas = [programs[0]] * instance.chip.cores
+    system = run_system(replicas, None, instance, functional=False, race_check=False)
+    return system.report.latency_ns
+
+
 def compare(model: str, instances: list[InstanceSpec], *, batch: int | None = None,
             seq: int | None = None, layers: int | None = None,
             image_size: int | None = None) -> list[dict]:
@@ -49,10 +64,11 @@ def compare(model: str, instances: list[InstanceSpec], *, batch: int | None = No
     rows = []
     for instance in instances:
         chip = instance.chip.name
-        if chip not in runs:  # one single-core run per chip type
-            runs[chip] = run_model(graph, machine=instance, functional=False).report
-        report = runs[chip]
-        e = economics(instance, report.latency_ns, report.batch, 1)
+        if chip not in runs:  # one run per chip type: one replica alone, then a full chip
+            result = run_model(graph, machine=instance, functional=False)
+            runs[chip] = (result.report, chip_latency(result, instance))
+        report, latency = runs[chip]
+        e = economics(instance, latency, report.batch, 1)
         core = report.run.cores[0]
         engines = {name: s.utilization for name, s in core.engines.items()}
         intensity = report.run.arithmetic_intensity or 0.0
@@ -61,7 +77,8 @@ def compare(model: str, instances: list[InstanceSpec], *, batch: int | None = No
         rows.append({
             "instance": instance.name, "chip": chip, "core": instance.chip.core.name,
             "cores": instance.cores, "replicas": e.replicas, "batch": report.batch,
-            "latency_us": report.latency_ns / 1e3, "throughput_per_s": e.throughput_per_s,
+            "latency_us": report.latency_ns / 1e3, "chip_latency_us": latency / 1e3,
+            "throughput_per_s": e.throughput_per_s,
             "price_per_hour": e.price_per_hour, "cost_per_million": e.cost_per_million,
             "engines": engines, "busiest_engine": busiest,
             "arithmetic_intensity": intensity, "ridge_point": ridge,
@@ -71,12 +88,14 @@ def compare(model: str, instances: list[InstanceSpec], *, batch: int | None = No
 
 
 def format_table(model: str, rows: list[dict]) -> str:
-    head = (f"{'instance':<15}{'core':<15}{'latency us':>11}{'inf/s':>11}{'$/M inf':>9}"
+    head = (f"{'instance':<15}{'core':<15}{'latency us':>11}{'chip us':>10}{'inf/s':>11}"
+            f"{'$/M inf':>9}"
             f"{'replicas':>9}  {'bound':<8}{'AI/ridge':>13}  engines")
     lines = [f"serving {model}: one core per replica, timing-only", head]
     for r in rows:
         engines = " ".join(f"{k} {100 * v:.0f}%" for k, v in r["engines"].items())
         lines.append(f"{r['instance']:<15}{r['core']:<15}{r['latency_us']:>11.1f}"
+                     f"{r['chip_latency_us']:>10.1f}"
                      f"{r['throughput_per_s']:>11.1f}{r['cost_per_million']:>9.3f}"
                      f"{r['replicas']:>9}  {r['bound']:<8}"
                      f"{r['arithmetic_intensity']:>6.0f}/{r['ridge_point']:<6.0f}  {engines}")
