@@ -224,7 +224,8 @@ def _image_band(x: NkiTensor, n: int, first: int, rows: int,
 def _pool(kernel_name: str, x: NkiTensor, kernel: int, stride: int, op: Op,
           REDUCE: str, padding: int = 0) -> NkiTensor:
     """Pooling of x [N, C, H, W] with op = nl.max or nl.add (the average scales the sum), one
-    image plane per partition, H_out = (H + 2 * padding - kernel) // stride + 1.  A padded
+    image plane per partition (in bands of output rows when a plane does not fit SBUF),
+    H_out = (H + 2 * padding - kernel) // stride + 1.  A padded
     plane is filled with -inf (max) or 0 (average: the padding counts in the window, as
     PyTorch's count_include_pad) before its interior is loaded.  REDUCE="window" reduces every
     window in one `tensor_reduce` over a 4-axis access pattern; "separable" reduces the window's
@@ -241,48 +242,71 @@ def _pool(kernel_name: str, x: NkiTensor, kernel: int, stride: int, op: Op,
     require(kernel <= Hp and kernel <= Wp,
             f"{kernel_name}: kernel_size={kernel} exceeds the {H}x{W} image")
     H_out, W_out = _out_size(Hp, kernel, stride), _out_size(Wp, kernel, stride)
-    require_sbuf(kernel_name, f"one {Hp}x{Wp} image plane per partition (double buffered)",
-                 2 * (Hp * Wp * np.dtype(x.dtype).itemsize + 4 * (Hp * W_out + H_out * W_out)))
+    itemsize = np.dtype(x.dtype).itemsize
+
+    def band_bytes(rows_out: int) -> int:  # double-buffered input band + fp32 partials
+        rows_in = (rows_out - 1) * stride + kernel
+        return 2 * (rows_in * Wp * itemsize + 4 * (rows_in * W_out + rows_out * W_out))
+
+    # Bands of output rows, as many as fit one SBUF partition (the whole plane when it fits).
+    band = H_out
+    while band > 1 and band_bytes(band) > sbuf_partition_bytes():
+        band = (band + 1) // 2
+    require_sbuf(kernel_name, f"a band of {band} output rows of a {Hp}x{Wp} image plane per "
+                 f"partition (double buffered)", band_bytes(band))
     out = nl.ndarray((N, C, H_out, W_out), dtype=x.dtype, buffer=nl.shared_hbm)
     planes = N * C
     x_planes, out_planes = x.reshape((planes, H * W)), out.reshape((planes, H_out * W_out))
     for r in nl.affine_range(cdiv(planes, P_MAX)):
         r0, p = span(r, P_MAX, planes)
-        # One (padded) image plane per partition.
-        x_tile = nl.ndarray((p, Hp * Wp), dtype=x.dtype, buffer=nl.sbuf)
-        if padding:
-            nisa.memset(dst=x_tile, value=float("-inf") if op is nl.max else 0.0)
-            interior = x_tile.ap([[Hp * Wp, p], [Wp, H], [1, W]], offset=padding * Wp + padding)
-            nisa.dma_copy(dst=interior, src=x_planes[r0:r0 + p, :])
-        else:
-            nisa.dma_copy(dst=x_tile, src=x_planes[r0:r0 + p, :])
-        pooled = nl.ndarray((p, H_out, W_out), dtype=nl.float32, buffer=nl.sbuf)
-        if REDUCE == "window":
-            # All windows at once: [oh, ow, i, j] -> x[oh*stride + i, ow*stride + j].
-            windows = x_tile.ap([[Hp * Wp, p], [stride * Wp, H_out], [stride, W_out],
-                                 [Wp, kernel], [1, kernel]])
-            nisa.tensor_reduce(dst=pooled, op=op, data=windows, axis=(3, 4))
-        else:
-            # Columns of each window first: [h, ow, j] -> x[h, ow*stride + j] (a maximum is
-            # exact in x's dtype, which halves the next step's cost for bf16; sums stay fp32) ...
-            partial_dtype = x.dtype if op is nl.max else nl.float32
-            column_pooled = nl.ndarray((p, Hp, W_out), dtype=partial_dtype, buffer=nl.sbuf)
-            nisa.tensor_reduce(dst=column_pooled, op=op, axis=3,
-                               data=x_tile.ap([[Hp * Wp, p], [Wp, Hp], [stride, W_out],
-                                               [1, kernel]]))
-            # ... then its rows: [oh, i, ow] -> column_pooled[oh*stride + i, ow], reducing the
-            # middle axis so the innermost stays contiguous (no stride penalty).
-            nisa.tensor_reduce(dst=pooled, op=op, axis=2,
-                               data=column_pooled.ap([[Hp * W_out, p], [stride * W_out, H_out],
-                                                      [W_out, kernel], [1, W_out]]))
-        # The average divides the window sum; both round to the output dtype here.
-        y_tile = nl.ndarray((p, H_out * W_out), dtype=out.dtype, buffer=nl.sbuf)
-        if op is nl.add:
-            nisa.tensor_scalar(dst=y_tile, data=pooled, op0=nl.multiply,
-                               operand0=1.0 / (kernel * kernel))
-        else:
-            nisa.tensor_copy(dst=y_tile, src=pooled)
-        nisa.dma_copy(dst=out_planes[r0:r0 + p, :], src=y_tile)
+        for o in nl.affine_range(cdiv(H_out, band)):
+            o0, rows_out = span(o, band, H_out)
+            top = o0 * stride  # first padded input row of this band
+            rows_in = (rows_out - 1) * stride + kernel
+            # The band's (padded) rows, one image plane per partition; real rows are
+            # [padding, padding + H) of the padded plane.
+            x_tile = nl.ndarray((p, rows_in * Wp), dtype=x.dtype, buffer=nl.sbuf)
+            first, last = max(top, padding), min(top + rows_in, padding + H)
+            if padding:
+                nisa.memset(dst=x_tile, value=float("-inf") if op is nl.max else 0.0)
+            if padding or rows_in != Hp:
+                interior = x_tile.ap([[rows_in * Wp, p], [Wp, last - first], [1, W]],
+                                     offset=(first - top) * Wp + padding)
+                nisa.dma_copy(dst=interior, src=x_planes[r0:r0 + p, (first - padding) * W:
+                                                         (last - padding) * W])
+            else:
+                nisa.dma_copy(dst=x_tile, src=x_planes[r0:r0 + p, :])
+            pooled = nl.ndarray((p, rows_out, W_out), dtype=nl.float32, buffer=nl.sbuf)
+            if REDUCE == "window":
+                # All windows at once: [oh, ow, i, j] -> x[oh*stride + i, ow*stride + j].
+                windows = x_tile.ap([[rows_in * Wp, p], [stride * Wp, rows_out],
+                                     [stride, W_out], [Wp, kernel], [1, kernel]])
+                nisa.tensor_reduce(dst=pooled, op=op, data=windows, axis=(3, 4))
+            else:
+                # Columns of each window first: [h, ow, j] -> x[h, ow*stride + j] (a maximum
+                # is exact in x's dtype, which halves the next step's cost for bf16; sums
+                # stay fp32) ...
+                partial_dtype = x.dtype if op is nl.max else nl.float32
+                column_pooled = nl.ndarray((p, rows_in, W_out), dtype=partial_dtype,
+                                           buffer=nl.sbuf)
+                nisa.tensor_reduce(dst=column_pooled, op=op, axis=3,
+                                   data=x_tile.ap([[rows_in * Wp, p], [Wp, rows_in],
+                                                   [stride, W_out], [1, kernel]]))
+                # ... then its rows: [oh, i, ow] -> column_pooled[oh*stride + i, ow], reducing
+                # the middle axis so the innermost stays contiguous (no stride penalty).
+                nisa.tensor_reduce(dst=pooled, op=op, axis=2,
+                                   data=column_pooled.ap([[rows_in * W_out, p],
+                                                          [stride * W_out, rows_out],
+                                                          [W_out, kernel], [1, W_out]]))
+            # The average divides the window sum; both round to the output dtype here.
+            y_tile = nl.ndarray((p, rows_out * W_out), dtype=out.dtype, buffer=nl.sbuf)
+            if op is nl.add:
+                nisa.tensor_scalar(dst=y_tile, data=pooled, op0=nl.multiply,
+                                   operand0=1.0 / (kernel * kernel))
+            else:
+                nisa.tensor_copy(dst=y_tile, src=pooled)
+            nisa.dma_copy(dst=out_planes[r0:r0 + p, o0 * W_out:(o0 + rows_out) * W_out],
+                          src=y_tile)
     return out
 
 
