@@ -1013,6 +1013,28 @@ def _lower_all_reduce(L: _Program, node: str) -> Lowered:
     return (out,), ("all_reduce",), f"ring all-reduce over cores {list(ranks)}"
 
 
+def _lower_block_collective(L: _Program, node: str) -> Lowered:
+    """all_gather / reduce_scatter along axis 0, where every rank's block is one contiguous
+    run of the row-major tensor: the ISA AllGather / ReduceScatter over the graph's ranks."""
+    (x,) = L.graph.inputs(node)
+    op = L.graph.op(node)
+    if op.axis != 0:
+        raise LoweringError(f"({op.op}) axis={op.axis}: only axis 0, whose blocks are "
+                            f"contiguous in HBM, is lowered", node)
+    ranks = tuple(L.graph.meta.get("collective_ranks") or range(op.group_size))
+    if len(ranks) != op.group_size:
+        raise LoweringError(f"({op.op}) group_size={op.group_size} but the graph's "
+                            f"collective_ranks are {ranks}", node)
+    t, given = L.graph.types(node)[0], L.graph.type_of(x)
+    out = L.new_hbm(_shape(t), t.dtype, node)
+    src = _flat2d(_dense(L.tensor(x), _shape(given)))
+    if op.op == "all_gather":
+        nisa.all_gather(dst=_flat2d(out), src=src, ranks=ranks)
+    else:
+        nisa.reduce_scatter(dst=_flat2d(out), src=src, ranks=ranks)
+    return (out,), (op.op,), f"ring {op.op.replace('_', '-')} over cores {list(ranks)}"
+
+
 def _unsupported(why: str) -> Callable[[_Program, str], Lowered]:
     def lowering(L: _Program, node: str) -> Lowered:
         raise LoweringError(f"({L.graph.op(node).op}) {why}", node)
@@ -1042,9 +1064,8 @@ LOWERINGS: dict[str, Callable[[_Program, str], Lowered]] = {
     "slice": _lower_slice,
     "gather": _lower_gather,
     "all_reduce": _lower_all_reduce,
-    **{op: _unsupported("graph-level collectives other than all_reduce are not lowered; run the "
-                        "model over several cores with partition='data' or 'pipeline' instead")
-       for op in ("all_gather", "reduce_scatter")},
+    "all_gather": _lower_block_collective,
+    "reduce_scatter": _lower_block_collective,
 }
 
 

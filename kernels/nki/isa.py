@@ -22,6 +22,7 @@ from isa.access import AccessPattern
 from isa.instructions import (
     Activation,
     AffineSelect,
+    AllGather,
     AllReduce,
     BnAggr,
     BnStats,
@@ -32,6 +33,7 @@ from isa.instructions import (
     MatMul,
     Memset,
     Reciprocal,
+    ReduceScatter,
     TensorCopy,
     TensorReduce,
     TensorScalar,
@@ -235,6 +237,25 @@ def all_reduce(dst: Any, src: Any, ranks: Any, op: str = "add",
     where = "nisa.all_reduce"
     instr = _record(AllReduce, where, dst=_ap(dst, "dst", where), src=_ap(src, "src", where),
                     ranks=tuple(int(r) for r in ranks), op=op)
+    _emit(instr, context.session().dma_queue(), where)
+
+
+def all_gather(dst: Any, src: Any, ranks: Any, name: str | None = None) -> None:
+    """Every rank's dst = the ranks' src blocks concatenated in `ranks` order (the ISA's
+    AllGather collective; HBM tensors, issued on the next DMA queue)."""
+    where = "nisa.all_gather"
+    instr = _record(AllGather, where, dst=_ap(dst, "dst", where), src=_ap(src, "src", where),
+                    ranks=tuple(int(r) for r in ranks))
+    _emit(instr, context.session().dma_queue(), where)
+
+
+def reduce_scatter(dst: Any, src: Any, ranks: Any, op: str = "add",
+                   name: str | None = None) -> None:
+    """Rank i's dst = the sum (`op`) over `ranks` of block i of their src (the ISA's
+    ReduceScatter collective; HBM tensors, issued on the next DMA queue)."""
+    where = "nisa.reduce_scatter"
+    instr = _record(ReduceScatter, where, dst=_ap(dst, "dst", where),
+                    src=_ap(src, "src", where), ranks=tuple(int(r) for r in ranks), op=op)
     _emit(instr, context.session().dma_queue(), where)
 
 
