@@ -79,6 +79,10 @@ def test_all_gather_and_reduce_scatter_values_and_time():
     for i, r in enumerate(ranks):
         np.testing.assert_allclose(scattered.outputs[r]["y"].reshape(-1), total[i],
                                    rtol=1e-5, atol=1e-5)
+    # (n-1) steps of S/n bytes, S = the src size: (n-1) * (lat + S / n / bw).
+    chunk = rows * ROW * 4 / 12
+    assert scattered.report.latency_ns == pytest.approx(
+        11 * (instance.link_latency_ns + chunk / instance.link_gbps), rel=0.05)
 
 
 def test_all_reduce_cost_grows_with_chips_on_a_chain():
