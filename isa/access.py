@@ -13,11 +13,14 @@ offset [A2 2.1].  An HBM operand names a device-memory tensor, a row count and r
 from __future__ import annotations
 
 import re
+import weakref
 from dataclasses import dataclass
 from math import prod
 
 from isa.dtypes import DType, dtype
 from isa.target import Space, Target
+
+_INTERNED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,23 @@ class AccessPattern:
                 raise ValueError(f"{self.space} operands address partitions, not tensors or rows")
             if self.partition_start < 0:
                 raise ValueError(f"partition start {self.partition_start} must be >= 0")
+
+    def __new__(cls, *args, **kwargs):
+        # Equal operands built from the same arguments are one shared (immutable) object:
+        # programs repeat a few tiles thousands of times, and identity makes the equality and
+        # hashing that dependence checks and memo tables do nearly free.  Copying and
+        # unpickling call __new__ without arguments and get a fresh object.
+        if not args and not kwargs:
+            return super().__new__(cls)
+        try:
+            key = (args, tuple(sorted(kwargs.items())))
+            shared = _INTERNED.get(key)
+        except TypeError:  # unhashable raw arguments (lists): no sharing
+            return super().__new__(cls)
+        if shared is None:
+            shared = super().__new__(cls)
+            _INTERNED[key] = shared
+        return shared
 
     def __eq__(self, other: object) -> bool:
         # Compared often (dependence checks, memo tables): identity and the cached hash first.

@@ -336,3 +336,18 @@ def test_device_memory_store_load_and_errors():
         memory.read(hbm("a", 1, 8, 8, "bf16"))
     with pytest.raises(MemoryAccessError, match=r"touches bytes 96\.\.159 of a \(128 bytes\)"):
         memory.read(hbm("a", 2, 8, 8, "fp32", offset=96))
+
+
+def test_equal_operands_built_alike_are_one_shared_object():
+    import copy
+    import dataclasses
+    import pickle
+
+    a, b = sbuf(128, 512, "bf16", 1024), sbuf(128, 512, "bf16", 1024)
+    assert a is b  # interned: identity makes equality and hashing cheap
+    other = sbuf(128, 512, "fp32", 1024)
+    assert other is not a and other != a
+    moved = dataclasses.replace(a, offset=2048)
+    assert moved.offset == 2048 and a.offset == 1024  # the shared object never changes
+    for clone in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
+        assert clone == a and hash(clone) == hash(a)
