@@ -3,17 +3,27 @@
 A workload declares the shape parameters (what is computed: sizes, dtype) and layout parameters
 (how it is scheduled on the core: tile sizes, buffer counts) it accepts, each with its type and
 default, and a builder `build(shape, layout, target) -> Program` for the core's `Target`.
-`WORKLOADS` is the one table of them; adding a workload is adding one entry to it.
+`WORKLOADS` is the one table of them; adding a workload is adding one entry to it.  Every
+kernel of the library (`kernels.library.LIBRARY`) is a workload `lib.NAME` through one adapter:
+its sizes, dtype and int/str options as shape parameters, its layout parameters as layout
+parameters, traced from shapes alone (`TensorSpec`s, no input data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
 
 from isa.dtypes import DTYPES
 from isa.program import Program
 from isa.target import Target
+from kernels.library import DTYPES as LIBRARY_DTYPES
+from kernels.library import LIBRARY, LibraryKernel
+from kernels.library import Param as LibraryParam
+from kernels.trace import TensorSpec, trace_kernel
 
 Value = int | str
 
@@ -93,6 +103,105 @@ def _matmul(shape: Mapping[str, Value], layout: Mapping[str, Value], target: Tar
                         tile_n=layout["tile_n"], buffers=layout["buffers"], target=target)
 
 
+# ---- library kernels as workloads -------------------------------------------------------------
+LIBRARY_PREFIX = "lib."  # workload lib.NAME is LIBRARY[NAME]; "matmul" is the hand-scheduled one
+
+
+class _DrawnShape:
+    """What an input maker's random draw becomes when only shapes are wanted: a shape that
+    broadcasts like an array under + - * /, and whose `astype(dtype)` is the TensorSpec a
+    kernel is traced with."""
+
+    def __init__(self, shape: int | tuple[int, ...] | None) -> None:
+        self.shape = () if shape is None else tuple(np.broadcast_shapes(shape))
+
+    def _combine(self, other: object) -> _DrawnShape:
+        other_shape = other.shape if isinstance(other, _DrawnShape) else np.shape(other)
+        return _DrawnShape(np.broadcast_shapes(self.shape, other_shape))
+
+    __add__ = __radd__ = __sub__ = __rsub__ = _combine
+    __mul__ = __rmul__ = __truediv__ = __rtruediv__ = _combine
+
+    def astype(self, dtype: object) -> TensorSpec:
+        return TensorSpec(self.shape, dtype)
+
+
+class _ShapeDraws:
+    """A stand-in for `np.random.Generator` whose draws are shapes, not numbers: a library
+    input maker run with it returns the TensorSpecs of its arrays without making any data.
+    A maker that draws another way fails here, loudly (AttributeError)."""
+
+    def standard_normal(self, size: int | tuple[int, ...] | None = None) -> _DrawnShape:
+        return _DrawnShape(size)
+
+    def normal(self, loc: float = 0.0, scale: float = 1.0,
+               size: int | tuple[int, ...] | None = None) -> _DrawnShape:
+        return _DrawnShape(size)
+
+    def uniform(self, low: float = 0.0, high: float = 1.0,
+                size: int | tuple[int, ...] | None = None) -> _DrawnShape:
+        return _DrawnShape(size)
+
+    def choice(self, values: object, size: int | tuple[int, ...] | None = None) -> _DrawnShape:
+        return _DrawnShape(size)
+
+
+def library_input_specs(entry: LibraryKernel, sizes: Mapping[str, Value],
+                        options: Mapping[str, Value], dtype: str) -> tuple[TensorSpec, ...]:
+    """The shapes and dtypes of `entry.inputs(sizes, options, dtype)`, without their data: the
+    entry's own input maker, run on shape draws (one source of truth for the operands)."""
+    if dtype not in LIBRARY_DTYPES:
+        raise ValueError(f"{entry.name}: dtype {dtype!r} is not one of {sorted(LIBRARY_DTYPES)}")
+    specs = entry.make_inputs(entry.shape(sizes), entry.option_values(options),
+                              LIBRARY_DTYPES[dtype], _ShapeDraws())
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, TensorSpec):
+            raise TypeError(f"{entry.name}: input {i} of its input maker is "
+                            f"{type(spec).__name__}, not a drawn array cast with .astype(dtype)")
+    return tuple(specs)
+
+
+def _is_sweepable(param: LibraryParam) -> bool:
+    """Whether a library option can be a sweep parameter: int or str values (a sweep Param's
+    kinds); bool and float options (causal, eps) keep their defaults."""
+    return all(isinstance(v, (int, str)) and not isinstance(v, bool)
+               for v in (param.default, *param.allowed))
+
+
+def _sweep_param(entry: LibraryKernel, param: LibraryParam) -> Param:
+    if not _is_sweepable(param):
+        raise ValueError(f"library kernel {entry.name}: layout parameter {param.name}="
+                         f"{param.default!r} is neither int nor str, which a sweep cannot take")
+    return Param(param.name, type(param.default), param.default, param.help, param.allowed)
+
+
+def _library_program(name: str, shape: Mapping[str, Value], layout: Mapping[str, Value],
+                     target: Target) -> Program:
+    """LIBRARY[name] traced for `target` from the shapes of its inputs; one program."""
+    entry = LIBRARY[name]
+    sizes = {p.name: shape[p.name] for p in entry.shapes}
+    options = {p.name: shape[p.name] for p in entry.options if _is_sweepable(p)}
+    specs = library_input_specs(entry, sizes, options, shape["dtype"])
+    traced = trace_kernel(entry.kernel, specs, entry.kernel_kwargs(options, layout), target)
+    (program,) = traced.programs  # a library kernel is a plain @jit kernel, not a grid launch
+    return program
+
+
+def library_workload(entry: LibraryKernel) -> Workload:
+    """The workload `lib.NAME` of a library kernel: sizes, dtype and int/str options as shape
+    parameters, the layout parameters with their allowed values as layout parameters."""
+    options = [p for p in entry.options if _is_sweepable(p)]
+    fixed = [f"{p.name}={p.default!r}" for p in entry.options if not _is_sweepable(p)]
+    shape = (*(Param(p.name, int, p.default, p.help) for p in entry.shapes),
+             Param("dtype", str, "bf16", "operand dtype", tuple(sorted(LIBRARY_DTYPES))),
+             *(Param(p.name, type(p.default), p.default, p.help, p.allowed) for p in options))
+    note = f"; {', '.join(fixed)} fixed" if fixed else ""
+    return Workload(f"{LIBRARY_PREFIX}{entry.name}",
+                    f"{entry.summary} (kernels.library {entry.name}, traced from shapes{note})",
+                    partial(_library_program, entry.name), shape=shape,
+                    layout=tuple(_sweep_param(entry, p) for p in entry.layout))
+
+
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("matmul", "tiled matmul result[M, N] = lhsT[K, M].T @ rhs[K, N] "
                        "(kernels.programs.tiled_matmul)", _matmul,
@@ -102,6 +211,7 @@ WORKLOADS: dict[str, Workload] = {w.name: w for w in (
                     Param("dtype", str, "bf16", "operand dtype", tuple(sorted(DTYPES)))),
              layout=(Param("tile_n", int, 512, "columns of one output tile (moving free size)"),
                      Param("buffers", int, 2, "PSUM banks / output buffers in flight"))),
+    *(library_workload(entry) for entry in LIBRARY.values()),
 )}
 
 
