@@ -146,12 +146,15 @@ def prepare_inputs(program: Program, inputs: dict[str, np.ndarray]) -> dict[str,
 def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             hbm: DeviceMemory | None = None, rng: np.random.Generator | None = None,
             check_initialized: bool = True,
-            order: list[tuple[str, int]] | None = None) -> FunctionalResult:
+            order: list[tuple[str, int]] | None = None,
+            validate: bool = True) -> FunctionalResult:
     """Validate `program`, load `inputs` into HBM, run it, and return its output tensors.
 
     Streams interleave round robin, randomly with `rng`, or in a given legal `order` (the
-    timing model's commit order, so values follow the timed execution)."""
-    program.validate(target)
+    timing model's commit order, so values follow the timed execution).  `validate=False` skips
+    the program check when the caller has just made it."""
+    if validate:
+        program.validate(target)
     hbm = DeviceMemory() if hbm is None else hbm
     prepared = prepare_inputs(program, inputs)
     for tensor in program.tensors:

@@ -105,6 +105,7 @@ class Program:
         tensors = self.tensor_map
         signallers: dict[int, str] = {}
         signals: Counter[int] = Counter()
+        valid: set[tuple[Instruction, object]] = set()
         for stream in self.streams:
             if stream.name not in legal:
                 raise ProgramError(
@@ -112,10 +113,12 @@ class Program:
                     f"{', '.join(target.stream_names)})")
             engine = stream_engine(stream.name)
             for index, instr in enumerate(stream.instructions):
-                try:
-                    instr.validate(target, engine)
-                except InstructionError as err:
-                    raise ProgramError(f"{stream.name}[{index}] {instr}: {err}") from None
+                if (instr, engine) not in valid:  # programs repeat instructions: check once
+                    try:
+                        instr.validate(target, engine)
+                    except InstructionError as err:
+                        raise ProgramError(f"{stream.name}[{index}] {instr}: {err}") from None
+                    valid.add((instr, engine))
                 for name, ap in instr.operand_fields().items():
                     if ap.space is Space.HBM:
                         _check_hbm(stream.name, index, instr, name, ap, tensors)
