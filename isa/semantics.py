@@ -129,11 +129,11 @@ def dma_copy(instr, ins: Values) -> Values:
 
 
 def matmul(instr, ins: Values) -> Values:
-    stationary = _flat(ins["stationary"]).astype(np.float32)
-    moving = _flat(ins["moving"]).astype(np.float32)
+    stationary = _flat(ins["stationary"])  # float operands: fp32 views or copies
+    moving = _flat(ins["moving"])
     product = stationary.T @ moving  # fp32 multiply, fp32 accumulate (PSUM)
     if instr.accumulate:
-        product = product + _flat(ins["dst"]).astype(np.float32)
+        product += _flat(ins["dst"])
     return {"dst": product}
 
 
