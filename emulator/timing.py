@@ -139,7 +139,7 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     # for every wait and every signal); the few per-row values that depend on context are kept
     # sparse and patched in after one vectorised gather.
     facts: list[_Facts] = [_SYNC_FACTS[WAIT], _SYNC_FACTS[SIGNAL]]
-    memos: dict[Engine, tuple[dict[int, int], dict[Instruction, int]]] = {}
+    memos: dict[Engine, dict[Instruction, int]] = {}
     ids: list[int] = []
     slots: list[tuple[int, int]] = []
     loads: list[tuple[int, float]] = []
@@ -154,7 +154,7 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
             stream_queue[s] = int(stream.name[3:])
         clock = spec.clock_ghz(engine)
         tensor = engine is Engine.TENSOR
-        by_id, by_value = memos.setdefault(engine, ({}, {}))  # facts depend on the engine
+        by_value = memos.setdefault(engine, {})  # facts depend on the engine
         previous_writes: tuple[AccessPattern, ...] = ()
         previous_stationary = None
         for instr in stream.instructions:
@@ -169,13 +169,12 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
                 slots.append((len(ids), slot_base[instr.sem] + count))
                 ids.append(1)
                 continue
-            fid = by_id.get(id(instr))
+            # Equal instructions share facts; their operands are shared objects, so the
+            # lookup's equality test is a few identity checks.
+            fid = by_value.get(instr)
             if fid is None:
-                fid = by_value.get(instr)
-                if fid is None:
-                    fid = by_value[instr] = len(facts)
-                    facts.append(_facts(instr, engine, spec, clock))
-                by_id[id(instr)] = fid
+                fid = by_value[instr] = len(facts)
+                facts.append(_facts(instr, engine, spec, clock))
             row = len(ids)
             ids.append(fid)
             if record is DmaCopy:
