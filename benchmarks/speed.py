@@ -45,20 +45,11 @@ print(json.dumps({"in_process_s": time.perf_counter() - start,
 
 def part_timing(args: argparse.Namespace) -> dict:
     """(a): end-to-end timing-only rate (encode + schedule) per program size, best of repeats."""
-    from benchmarks.timing_speed import measure, pipeline_program
-    from emulator.machine import NEURONCORE_V2
-    from emulator.timing import schedule
+    from benchmarks.timing_speed import sizes_and_times
 
-    schedule(pipeline_program(70), NEURONCORE_V2)  # warm-up: JIT or numba cache load
-    rows = []
-    size = 10_000
-    while size <= args.max:
-        program = pipeline_program(size)
-        n = program.instruction_count
-        encode_s, schedule_s = measure(program, args.repeats if size < 1_000_000 else 1)
-        rows.append({"instructions": n, "encode_s": encode_s, "schedule_s": schedule_s,
-                     "instructions_per_s": n / (encode_s + schedule_s)})
-        size *= 10
+    rows = [{"instructions": n, "encode_s": encode_s, "schedule_s": schedule_s,
+             "instructions_per_s": n / (encode_s + schedule_s)}
+            for n, encode_s, schedule_s in sizes_and_times(args.max, args.repeats)]
     return {"rows": rows}
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import platform
 import time
+from collections.abc import Iterator
 
 from emulator.machine import NEURONCORE_V2
 from emulator.timing import encode, schedule
@@ -56,28 +57,34 @@ def measure(program: Program, repeats: int) -> tuple[float, float]:
     return encode_s, schedule_s
 
 
+def sizes_and_times(largest: int, repeats: int) -> Iterator[tuple[int, float, float]]:
+    """(instructions, encode s, schedule s) for programs of 1e4, 1e5, ... up to `largest`,
+    after a warm-up that compiles (or loads from the numba cache) the scheduler."""
+    schedule(pipeline_program(70), NEURONCORE_V2)
+    size = 10_000
+    while size <= largest:
+        program = pipeline_program(size)
+        yield (program.instruction_count,
+               *measure(program, repeats if size < 1_000_000 else 1))
+        size *= 10
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max", type=int, default=1_000_000, help="largest program size")
     parser.add_argument("--repeats", type=int, default=3, help="best of this many runs")
     args = parser.parse_args(argv)
-    schedule(pipeline_program(70), NEURONCORE_V2)  # warm-up: JIT or numba cache load
     print(f"timing-only emulation speed on {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}, one core")
     print(f"{'instructions':>12} {'encode/s':>12} {'schedule/s':>12} {'end-to-end/s':>13} "
           f"{'us/instr':>9}")
     rows = []
-    size = 10_000
-    while size <= args.max:
-        program = pipeline_program(size)
-        n = program.instruction_count
-        encode_s, schedule_s = measure(program, args.repeats if size < 1_000_000 else 1)
+    for n, encode_s, schedule_s in sizes_and_times(args.max, args.repeats):
         row = {"instructions": n, "encode_per_s": n / encode_s,
                "schedule_per_s": n / schedule_s, "end_to_end_per_s": n / (encode_s + schedule_s)}
         rows.append(row)
         print(f"{n:>12} {row['encode_per_s']:>12.3g} {row['schedule_per_s']:>12.3g} "
               f"{row['end_to_end_per_s']:>13.3g} {1e6 / row['end_to_end_per_s']:>9.3f}")
-        size *= 10
     if len(rows) > 1:
         ratio = rows[-1]["end_to_end_per_s"] / rows[0]["end_to_end_per_s"]
         print(f"linearity: per-instruction rate at {rows[-1]['instructions']} is {ratio:.2f}x "

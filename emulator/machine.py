@@ -199,22 +199,23 @@ INFERENTIA = ChipSpec(
 CHIPS: dict[str, ChipSpec] = {"inf2": INFERENTIA2, "trn1": TRAINIUM, "inf1": INFERENTIA}
 
 
+def _preset(value, kind: type, table: dict, what: str):
+    """A record passed through, or the preset of that name; an unknown name raises."""
+    if isinstance(value, kind):
+        return value
+    if value in table:
+        return table[value]
+    raise ValueError(f"unknown {what} {value!r}; known: {', '.join(table)}")
+
+
 def chip_spec(value: str | ChipSpec) -> ChipSpec:
     """Resolve a chip preset by name or pass a ChipSpec through."""
-    if isinstance(value, ChipSpec):
-        return value
-    if value in CHIPS:
-        return CHIPS[value]
-    raise ValueError(f"unknown chip {value!r}; known: {', '.join(CHIPS)}")
+    return _preset(value, ChipSpec, CHIPS, "chip")
 
 
 def core_spec(value: str | CoreSpec) -> CoreSpec:
     """Resolve a core preset by name (`"inf2"`) or pass a CoreSpec through."""
-    if isinstance(value, CoreSpec):
-        return value
-    if value in CORES:
-        return CORES[value]
-    raise ValueError(f"unknown machine {value!r}; known: {', '.join(CORES)}")
+    return _preset(value, CoreSpec, CORES, "machine")
 
 
 TOPOLOGIES = ("single", "ring", "chain", "torus2d")
