@@ -85,6 +85,13 @@ class AccessPattern:
             _INTERNED[key] = shared
         return shared
 
+    def __getstate__(self) -> dict:
+        # The cached hash belongs to this process (strings hash differently in each): a copy
+        # sent to another process must compute its own.
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def __eq__(self, other: object) -> bool:
         # Compared often (dependence checks, memo tables): identity and the cached hash first.
         if self is other:

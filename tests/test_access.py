@@ -351,3 +351,24 @@ def test_equal_operands_built_alike_are_one_shared_object():
     assert moved.offset == 2048 and a.offset == 1024  # the shared object never changes
     for clone in (copy.deepcopy(a), pickle.loads(pickle.dumps(a))):
         assert clone == a and hash(clone) == hash(a)
+
+
+def test_a_pickled_operand_equals_its_original_in_a_process_with_another_hash_seed(tmp_path):
+    # Strings hash differently in each process; a hash cached before pickling must not travel.
+    import os
+    import pickle
+    import subprocess
+    import sys
+
+    saved = tmp_path / "ap.pkl"
+    a = hbm("x", 128, 4096, 512, "bf16", 1024)
+    hash(a)  # caches the hash in this process
+    saved.write_bytes(pickle.dumps(a))
+    check = ("import pickle, sys; from isa import hbm; "
+             f"b = pickle.loads(open({str(saved)!r}, 'rb').read()); "
+             "a = hbm('x', 128, 4096, 512, 'bf16', 1024); "
+             "sys.exit(0 if (a == b and hash(a) == hash(b) and b in {a}) else 1)")
+    seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
+    done = subprocess.run([sys.executable, "-c", check], env={**os.environ, "PYTHONHASHSEED": seed},
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
