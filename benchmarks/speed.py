@@ -44,17 +44,19 @@ print(json.dumps({"in_process_s": time.perf_counter() - start,
 
 
 def part_timing(args: argparse.Namespace) -> dict:
-    """(a): end-to-end timing-only rate (encode + schedule) per program size, best of repeats."""
-    from benchmarks.timing_speed import sizes_and_times
+    """(a): timing-only rates per program size (emulation proper, and whole runs without and
+    with the race check), best of repeats, each on a freshly built program."""
+    from benchmarks.timing_speed import rates, sizes_and_times
 
-    rows = [{"instructions": n, "encode_s": encode_s, "schedule_s": schedule_s,
-             "instructions_per_s": n / (encode_s + schedule_s)}
-            for n, encode_s, schedule_s in sizes_and_times(args.max, args.repeats)]
+    rows = [{"instructions": n, **{f"{step}_s": value for step, value in seconds.items()},
+             **rates(n, seconds)}
+            for n, seconds in sizes_and_times(args.max, args.repeats)]
     return {"rows": rows}
 
 
 def part_functional(args: argparse.Namespace) -> dict:
-    """(b): functional-only emulation of an M=K=N bf16 tiled matmul vs the same in numpy."""
+    """(b): functional-only emulation of an M=K=N bf16 tiled matmul vs the same in numpy, and
+    of the library's conv2d and flash attention kernels vs numpy at the same precision."""
     import ml_dtypes
     import numpy as np
 
@@ -79,11 +81,86 @@ def part_functional(args: argparse.Namespace) -> dict:
 
     emulator_s, emulated = _best(emulate, args.repeats)
     numpy_s, golden = _best(numpy_same_precision, args.repeats)
-    difference = float(np.abs(emulated - golden).max() / np.abs(golden).max())
     return {"m": size, "k": size, "n": size, "dtype": "bf16",
             "instructions": program.instruction_count, "emulator_s": emulator_s,
             "numpy_s": numpy_s, "ratio": emulator_s / numpy_s,
-            "max_relative_difference": difference}
+            "max_relative_difference": _difference(emulated, golden),
+            "kernels": [_library_kernel(name, shapes, numpy_fn, args.repeats)
+                        for name, shapes, numpy_fn in _KERNELS]}
+
+
+def _difference(result, golden) -> float:
+    import numpy as np
+
+    return float(np.abs(result - golden).max() / np.abs(golden).max())
+
+
+def _conv_fp32(x, w):
+    """3x3 convolution with padding 1 as plain numpy would write it: one matmul per tap."""
+    import numpy as np
+
+    x, w = x.astype(np.float32), w.astype(np.float32)
+    n, c, h, width = x.shape
+    c_out, _, kh, kw = w.shape
+    padded = np.pad(x, ((0, 0), (0, 0), (kh // 2, kh // 2), (kw // 2, kw // 2)))
+    out = np.zeros((n, c_out, h * width), np.float32)
+    for i in range(kh):
+        for j in range(kw):
+            window = padded[:, :, i:i + h, j:j + width].reshape(n, c, h * width)
+            out += w[:, :, i, j] @ window
+    return out.reshape(n, c_out, h, width)
+
+
+def _attention_fp32(q, k, v):
+    """softmax(q k^T / sqrt(d)) v in fp32, per batch and head."""
+    import numpy as np
+
+    q, k, v = (a.astype(np.float32) for a in (q, k, v))
+    scores = q @ k.swapaxes(-1, -2) * np.float32(q.shape[-1] ** -0.5)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    return weights @ v
+
+
+# Library kernels timed against numpy, at their bf16 shapes of the layouts suite.
+_KERNELS = (
+    ("conv2d", {"batch": 1, "c_in": 128, "c_out": 128, "height": 56, "width": 56,
+                "kernel_h": 3, "kernel_w": 3}, _conv_fp32),
+    ("attention", {"batch": 1, "heads": 4, "seq": 2048, "head_dim": 128}, _attention_fp32),
+)
+
+
+def _library_kernel(name: str, shapes: dict, numpy_fn, repeats: int) -> dict:
+    """Trace a library kernel once, then time its functional emulation against numpy."""
+    import numpy as np
+
+    from emulator.runner import run
+    from isa import INF2
+    from kernels.library import LIBRARY
+    from kernels.trace.tracer import trace_kernel
+
+    entry = LIBRARY[name]
+    options = {"padding": 1} if name == "conv2d" else {}
+    arrays = entry.inputs(shapes, options, dtype="bf16")
+    kwargs = entry.kernel_kwargs(options)
+    start = time.perf_counter()
+    traced = trace_kernel(entry.kernel, arrays, kwargs, INF2)
+    trace_s = time.perf_counter() - start
+    (program,) = traced.programs
+    inputs = {arg: np.asarray(value) for arg, value in traced.arguments if arg in traced.inputs}
+    (output,) = traced.outputs
+
+    def emulate():
+        return run(program, inputs, functional=True, timing=False,
+                   race_check=False).outputs[output]
+
+    emulator_s, emulated = _best(emulate, repeats)
+    numpy_s, golden = _best(lambda: numpy_fn(*arrays), repeats)
+    return {"kernel": name, "shapes": shapes, "dtype": "bf16",
+            "instructions": program.instruction_count, "trace_s": trace_s,
+            "emulator_s": emulator_s, "numpy_s": numpy_s, "ratio": emulator_s / numpy_s,
+            "max_relative_difference": _difference(
+                np.asarray(emulated, np.float32).reshape(golden.shape), golden)}
 
 
 def part_pe(args: argparse.Namespace) -> dict:
@@ -166,8 +243,12 @@ def table(results: dict) -> str:
 
     for r in results.get("timing", {}).get("rows", []):
         row(f"(a) timing-only, {r['instructions']:,} instructions",
-            f"{r['instructions_per_s']:.3g}", f"instructions/s (encode {r['encode_s']:.3f} s + "
-                                              f"schedule {r['schedule_s']:.3f} s)")
+            f"{r['emulate_per_s']:.3g}", f"instructions/s emulating (encode {r['encode_s']:.3f} s "
+                                         f"+ schedule {r['schedule_s']:.3f} s)")
+        row("    whole run(functional=False, race_check=False)", f"{r['run_per_s']:.3g}",
+            f"instructions/s (+ validate {r['validate_s']:.3f} s, report {r['report_s']:.3f} s)")
+        row("    whole run(functional=False)", f"{r['run_with_race_check_per_s']:.3g}",
+            f"instructions/s (+ race check {r['races_s']:.3f} s)")
     f = results.get("functional")
     if f:
         shape = f"{f['m']}x{f['k']}x{f['n']} {f['dtype']}"
@@ -175,6 +256,13 @@ def table(results: dict) -> str:
         row("    numpy, same precision", f"{f['numpy_s']:.3f}", "s, bf16 operands, fp32 matmul")
         row("    emulator / numpy", f"{f['ratio']:.1f}",
             f"x (max relative difference {f['max_relative_difference']:.1e})")
+        for k in f.get("kernels", []):
+            row(f"(b) functional {k['kernel']} bf16", f"{k['emulator_s']:.3f}",
+                f"s, emulator ({k['instructions']:,} instructions; tracing took "
+                f"{k['trace_s']:.2f} s)")
+            row("    numpy, same precision", f"{k['numpy_s']:.3f}", "s, fp32 from bf16 inputs")
+            row("    emulator / numpy", f"{k['ratio']:.1f}",
+                f"x (max relative difference {k['max_relative_difference']:.1e})")
     for r in results.get("pe", {}).get("rows", []):
         row(f"(c) PE-level {r['dataflow']} {r['array']} {r['kmn']}",
             f"{r['pe_updates_per_s']:.3g}", "PE-updates/s")

@@ -1,12 +1,20 @@
 """Speed of timing-only emulation: instructions per second, and whether it stays linear.
 
-A pipelined load -> matmul -> drain program is generated at 1e4 .. 1e6 instructions (loads over
-four DMA queues, semaphores between every stage).  For each size the benchmark times the two
-halves of timing-only emulation separately, after a warm-up run that compiles (or loads from the
-numba cache) the scheduler:
+A race-free pipelined load -> matmul -> drain program is generated at 1e4 .. 1e6 instructions
+(loads over four DMA queues, semaphores both ways between every stage).  For each size a fresh
+program is built (not timed) and put through exactly what `run(program, functional=False)`
+does, each step timed apart, after a warm-up run that compiles (or loads from the numba cache)
+the numba parts:
 
-* encode: reading the Python instruction records into flat arrays (costs from the opcode table);
-* schedule: the numba list scheduler over those arrays.
+* validate: the program against the architecture (each distinct instruction once);
+* races: the race detector (vector clocks, every operand access, PSUM accumulation groups);
+* encode: the instruction records into flat arrays (costs from the opcode table);
+* schedule: the numba list scheduler over those arrays;
+* report: per-engine busy time, cycles, FLOPs and memory traffic.
+
+Rates: the emulation proper (encode + schedule), `run(..., functional=False,
+race_check=False)` (validate + encode + schedule + report) and the whole default
+`run(..., functional=False)` (with the race check).
 
 Run: `python -m benchmarks.timing_speed [--max 1000000]`.
 """
@@ -19,53 +27,90 @@ import time
 from collections.abc import Iterator
 
 from emulator.machine import NEURONCORE_V2
+from emulator.races import check_races
+from emulator.report import build_report
 from emulator.timing import encode, schedule
-from isa import DmaCopy, MatMul, Program, ProgramBuilder, TensorCopy, hbm, psum, sbuf
+from isa import DmaCopy, MatMul, Program, ProgramBuilder, TensorCopy, Wait, hbm, psum, sbuf
 
 QUEUES = 4
 
 
 def pipeline_program(instructions: int) -> Program:
-    """About `instructions` instructions: 7 per step (load, matmul, drain and 4 sync records)."""
+    """About `instructions` instructions of a race-free double-buffered pipeline: each step
+    loads a tile (8 SBUF slots, 4 DMA queues), multiplies it into one of 4 PSUM banks and
+    drains the bank, with semaphores both ways between the stages (12 records a step)."""
     b = ProgramBuilder(f"pipeline_{instructions}")
     b.tensor("x", (128, 8 * 512), "bf16", "input")
     loaded = [b.semaphore() for _ in range(QUEUES)]
-    computed = b.semaphore()
+    computed, consumed, drained = b.semaphore(), b.semaphore(), b.semaphore()
     stationary = sbuf(128, 128, "bf16", 65536)
-    for step in range(max(1, instructions // 7)):
+    for step in range(max(1, instructions // 12)):
         queue, slot, bank = step % QUEUES, step % 8, step % 4
         tile = sbuf(128, 512, "bf16", slot * 1024)
+        if step >= 8:  # the matmul that read this slot 8 steps ago has finished
+            b.emit(f"dma{queue}", Wait(consumed, step - 7))
         b.emit(f"dma{queue}", DmaCopy(tile, hbm("x", 128, 4096, 512, "bf16", slot * 1024)))
         b.sync(f"dma{queue}", "tensor", loaded[queue])
+        if step >= 4:  # the drain of this bank 4 steps ago has finished
+            b.emit("tensor", Wait(drained, step - 3))
         b.emit("tensor", MatMul(psum(128, 512, offset=bank * 2048), stationary, tile))
+        b.signal("tensor", consumed)
         b.sync("tensor", "vector", computed)
         b.emit("vector", TensorCopy(sbuf(128, 512, "fp32", 98304),
                                     psum(128, 512, offset=bank * 2048)))
+        b.signal("vector", drained)
+    b.emit("dma0", Wait(drained, max(1, instructions // 12)))  # the last drain before the end
     return b.build()
 
 
-def measure(program: Program, repeats: int) -> tuple[float, float]:
-    """Best-of-`repeats` seconds for encoding and for scheduling `program`."""
-    encode_s = schedule_s = float("inf")
+STEPS = ("validate", "races", "encode", "schedule", "report")
+
+
+def measure(instructions: int, repeats: int) -> tuple[int, dict[str, float]]:
+    """(instructions, best-of-`repeats` seconds of each step), each repeat on a new program."""
+    best = dict.fromkeys(STEPS, float("inf"))
+    count = 0
     for _ in range(repeats):
+        program = pipeline_program(instructions)
+        count = program.instruction_count
+        seconds = {}
+        start = time.perf_counter()
+        program.validate(NEURONCORE_V2.target)
+        seconds["validate"] = time.perf_counter() - start
+        start = time.perf_counter()
+        check_races(program)
+        seconds["races"] = time.perf_counter() - start
         start = time.perf_counter()
         encoded = encode(program, NEURONCORE_V2)
-        middle = time.perf_counter()
-        schedule(program, NEURONCORE_V2, encoded=encoded)
-        end = time.perf_counter()
-        encode_s, schedule_s = min(encode_s, middle - start), min(schedule_s, end - middle)
-    return encode_s, schedule_s
+        seconds["encode"] = time.perf_counter() - start
+        start = time.perf_counter()
+        timed = schedule(program, NEURONCORE_V2, encoded=encoded)
+        seconds["schedule"] = time.perf_counter() - start
+        start = time.perf_counter()
+        build_report(timed, NEURONCORE_V2)
+        seconds["report"] = time.perf_counter() - start
+        best = {step: min(best[step], seconds[step]) for step in STEPS}
+    return count, best
 
 
-def sizes_and_times(largest: int, repeats: int) -> Iterator[tuple[int, float, float]]:
-    """(instructions, encode s, schedule s) for programs of 1e4, 1e5, ... up to `largest`,
-    after a warm-up that compiles (or loads from the numba cache) the scheduler."""
-    schedule(pipeline_program(70), NEURONCORE_V2)
+def rates(count: int, seconds: dict[str, float]) -> dict[str, float]:
+    """Instructions per second of the emulation proper, of a run without and with the race
+    check."""
+    emulate = seconds["encode"] + seconds["schedule"]
+    checked = emulate + seconds["validate"] + seconds["report"]
+    return {"emulate_per_s": count / emulate, "run_per_s": count / checked,
+            "run_with_race_check_per_s": count / (checked + seconds["races"])}
+
+
+def sizes_and_times(largest: int, repeats: int) -> Iterator[tuple[int, dict[str, float]]]:
+    """(instructions, seconds per step) for programs of 1e4, 1e5, ... up to `largest`, after
+    a warm-up that compiles (or loads from the numba cache) the numba parts."""
+    warm = pipeline_program(100)
+    check_races(warm)
+    schedule(warm, NEURONCORE_V2)
     size = 10_000
     while size <= largest:
-        program = pipeline_program(size)
-        yield (program.instruction_count,
-               *measure(program, repeats if size < 1_000_000 else 1))
+        yield measure(size, repeats if size < 1_000_000 else 1)
         size *= 10
 
 
@@ -76,19 +121,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     print(f"timing-only emulation speed on {platform.processor() or platform.machine()}, "
           f"python {platform.python_version()}, one core")
-    print(f"{'instructions':>12} {'encode/s':>12} {'schedule/s':>12} {'end-to-end/s':>13} "
-          f"{'us/instr':>9}")
+    print(f"{'instructions':>12} " + " ".join(f"{step + ' s':>10}" for step in STEPS)
+          + f" {'emulate/s':>10} {'run/s':>10} {'+races/s':>10}")
     rows = []
-    for n, encode_s, schedule_s in sizes_and_times(args.max, args.repeats):
-        row = {"instructions": n, "encode_per_s": n / encode_s,
-               "schedule_per_s": n / schedule_s, "end_to_end_per_s": n / (encode_s + schedule_s)}
+    for n, seconds in sizes_and_times(args.max, args.repeats):
+        row = {"instructions": n, **{f"{step}_s": seconds[step] for step in STEPS},
+               **rates(n, seconds)}
         rows.append(row)
-        print(f"{n:>12} {row['encode_per_s']:>12.3g} {row['schedule_per_s']:>12.3g} "
-              f"{row['end_to_end_per_s']:>13.3g} {1e6 / row['end_to_end_per_s']:>9.3f}")
+        print(f"{n:>12} " + " ".join(f"{seconds[step]:>10.4f}" for step in STEPS)
+              + f" {row['emulate_per_s']:>10.3g} {row['run_per_s']:>10.3g}"
+              f" {row['run_with_race_check_per_s']:>10.3g}")
     if len(rows) > 1:
-        ratio = rows[-1]["end_to_end_per_s"] / rows[0]["end_to_end_per_s"]
-        print(f"linearity: per-instruction rate at {rows[-1]['instructions']} is {ratio:.2f}x "
-              f"the rate at {rows[0]['instructions']} (1.0 = perfectly linear)")
+        for key, what in (("emulate_per_s", "emulation"), ("run_per_s", "run")):
+            ratio = rows[-1][key] / rows[0][key]
+            print(f"linearity of {what}: the rate at {rows[-1]['instructions']} instructions is "
+                  f"{ratio:.2f}x the rate at {rows[0]['instructions']} (1.0 = linear)")
     return rows
 
 

@@ -14,40 +14,180 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emulator.memory import DeviceMemory, OnChipMemory
-from isa.dtypes import cast
-from isa.instructions import Instruction, Signal, Wait
+from isa.access import AccessPattern
+from isa.dtypes import cast, compute_view
+from isa.instructions import Instruction, MatMul, Signal, Wait
 from isa.program import Program
 from isa.target import Space, Target
+
+_SYNC = (Wait, Signal)
 
 
 class DeadlockError(RuntimeError):
     """No stream can make progress: every unfinished stream waits on a semaphore."""
 
 
-class FunctionalCore:
-    """SBUF and PSUM of one core, attached to its chip's device memory."""
+Box = tuple[int, int, int, int]  # partitions [first, end), bytes [low, high) within each
 
-    def __init__(self, target: Target, hbm: DeviceMemory, check_initialized: bool = True) -> None:
+
+def _box(ap: AccessPattern) -> Box:
+    low, high = ap.byte_span()
+    return ap.partition_start, ap.partition_end, low, high
+
+
+def _meet(a: Box, b: Box) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
+
+
+def _union(a: Box | None, b: Box) -> Box:
+    if a is None:
+        return b
+    return min(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), max(a[3], b[3])
+
+
+@dataclass
+class _PendingSum:
+    """A PSUM accumulation group not yet computed: dst = base + sum_i S_i.T @ M_i.
+
+    The group becomes one matrix product over its matmuls' operands stacked along K when its
+    PSUM region is next read or overwritten, which in a race-free program happens at the same
+    point of the program under every legal order.  Operands stay in SBUF until then; a write
+    that could change them first copies them into the group (`freeze`), which keeps the
+    product the same whenever that write happens.  Products and sums are fp32, as the matmul
+    semantics; only the order of the fp32 additions differs from one product per instruction.
+    """
+
+    base: np.ndarray | None
+    stationary: list[AccessPattern | np.ndarray] = field(default_factory=list)
+    moving: list[AccessPattern | np.ndarray] = field(default_factory=list)
+    rows: int = 0  # K rows so far
+    live: Box | None = None  # SBUF bytes the operands still in SBUF may touch
+
+
+class FunctionalCore:
+    """SBUF and PSUM of one core, attached to its chip's device memory.
+
+    Matmuls that accumulate into one PSUM region are gathered and computed as one product
+    (`_PendingSum`); every read and write goes through `read` and `write_results`, which first
+    compute the pending sums whose result they touch, or copy the operands they overwrite.
+    Stacked operands are kept while their SBUF bytes are unchanged: programs multiply one tile
+    into many groups.
+    """
+
+    def __init__(self, target: Target, hbm: DeviceMemory, check_initialized: bool = True,
+                 max_group_rows: int = 16384, max_stacks: int = 64) -> None:
         self.target = target
         self.hbm = hbm
         self.check_initialized = check_initialized
         self.memories = {Space.SBUF: OnChipMemory(Space.SBUF, target),
                          Space.PSUM: OnChipMemory(Space.PSUM, target), Space.HBM: hbm}
+        self.pending: dict[AccessPattern, _PendingSum] = {}
+        self.max_group_rows = max_group_rows
+        self.stacks: dict[tuple[AccessPattern, ...], tuple[np.ndarray, Box]] = {}
+        self.max_stacks = max_stacks
 
     def execute(self, instr: Instruction) -> None:
+        if type(instr) in _SYNC:  # ordering is the interleaving's business; no values
+            return
         spec = instr.spec()
         if spec.collective:
             raise ValueError(f"{instr.opcode} involves several cores: run the programs together "
                              f"with emulator.system.run_system")
-        values = {name: self.memories[ap.space].read(ap, self.check_initialized)
-                  for name, ap in instr.reads().items()}
+        if type(instr) is MatMul:
+            self._matmul(instr)
+            return
+        values = {name: self.read(ap) for name, ap in instr.reads().items()}
         self.write_results(instr, spec.semantics(instr, values))
+
+    def read(self, ap: AccessPattern) -> np.ndarray:
+        """The current values of an operand (a view of the memory)."""
+        if self.pending and ap.space is Space.PSUM:
+            self._land(_box(ap))
+        return self.memories[ap.space].read(ap, self.check_initialized)
 
     def write_results(self, instr: Instruction, results: dict[str, np.ndarray]) -> None:
         """Store an instruction's computed values, cast to each destination's dtype."""
         for name, result in results.items():
             ap = getattr(instr, name)
+            self._before_write(ap)
             self.memories[ap.space].write(ap, cast(np.asarray(result).reshape(ap.shape), ap.dtype))
+
+    def settle(self) -> None:
+        """Compute every pending accumulation into PSUM."""
+        for dst in list(self.pending):
+            self._compute(dst)
+
+    def _before_write(self, ap: AccessPattern) -> None:
+        if ap.space is Space.HBM:
+            return
+        box = _box(ap)
+        if ap.space is Space.PSUM:
+            if self.pending:
+                self._land(box)
+            return
+        for group in self.pending.values():
+            if group.live is not None and _meet(group.live, box):
+                group.stationary = [self._stack(group.stationary)]
+                group.moving = [self._stack(group.moving)]
+                group.live = None
+        for key in [k for k, (_, b) in self.stacks.items() if _meet(b, box)]:
+            del self.stacks[key]
+
+    def _matmul(self, instr: MatMul) -> None:
+        sbuf = self.memories[Space.SBUF]
+        sbuf.read(instr.stationary, self.check_initialized)  # checks bounds and initialisation
+        sbuf.read(instr.moving, self.check_initialized)
+        group = self.pending.get(instr.dst) if instr.accumulate else None
+        if group is None or group.rows >= self.max_group_rows:
+            base = self.read(instr.dst).copy() if instr.accumulate else None
+            self._land(_box(instr.dst))  # an overwrite ends every group it meets
+            group = self.pending[instr.dst] = _PendingSum(base)
+        group.stationary.append(instr.stationary)
+        group.moving.append(instr.moving)
+        group.rows += instr.stationary.partitions
+        group.live = _union(_union(group.live, _box(instr.stationary)), _box(instr.moving))
+
+    def _land(self, region: Box) -> None:
+        """Compute the pending sums whose PSUM region meets `region`."""
+        for dst in [d for d in self.pending if _meet(_box(d), region)]:
+            self._compute(dst)
+
+    def _compute(self, dst: AccessPattern) -> None:
+        group = self.pending.pop(dst)
+        product = self._stack(group.stationary).T @ self._stack(group.moving)
+        if group.base is not None:
+            product += compute_view(group.base).reshape(product.shape)
+        self.memories[Space.PSUM].write(dst, product.reshape(dst.shape))
+
+    def _stack(self, parts: list[AccessPattern | np.ndarray]) -> np.ndarray:
+        """Operands stacked along K as fp32 [sum K, F]; a stack of SBUF tiles is kept for
+        reuse while their bytes are unchanged."""
+        if len(parts) == 1 and isinstance(parts[0], np.ndarray):
+            return parts[0]
+        tiles = all(isinstance(part, AccessPattern) for part in parts)
+        if tiles and (found := self.stacks.get(tuple(parts))) is not None:
+            return found[0]
+        sbuf = self.memories[Space.SBUF]
+        stack = np.empty((sum(len(p) if isinstance(p, np.ndarray) else p.partitions
+                              for p in parts), _free_size(parts[0])), np.float32)
+        row, box = 0, None
+        for part in parts:
+            if isinstance(part, np.ndarray):
+                stack[row:row + len(part)] = part
+                row += len(part)
+                continue
+            stack[row:row + part.partitions] = sbuf.read(part, False).reshape(part.partitions, -1)
+            row += part.partitions
+            box = _union(box, _box(part))
+        if tiles:
+            if len(self.stacks) >= self.max_stacks:
+                del self.stacks[next(iter(self.stacks))]
+            self.stacks[tuple(parts)] = (stack, box)
+        return stack
+
+
+def _free_size(part: AccessPattern | np.ndarray) -> int:
+    return part.shape[1] if isinstance(part, np.ndarray) else part.free_size
 
 
 def legal_order(program: Program, rng: np.random.Generator | None = None
@@ -174,5 +314,6 @@ def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             err.args = (f"{stream}[{index}] {instr}: {err}",)
             raise
         executed.append((stream, index))
+    core.settle()
     outputs = {t.name: hbm.load(t.name) for t in program.tensors if t.kind == "output"}
     return FunctionalResult(outputs, executed, hbm)

@@ -9,7 +9,6 @@ bytes, so reads and writes cost what numpy's copies cost.  Bounds are checked on
 from __future__ import annotations
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from isa.access import AccessPattern
 from isa.program import DramTensor
@@ -33,11 +32,11 @@ def _strided(buffer: np.ndarray, storage: np.dtype, first: int, row_stride: int,
              ap: AccessPattern) -> np.ndarray:
     """A writeable view of `buffer` (1-D bytes) shaped like `ap`, element `first` at [0, 0...]."""
     size = storage.itemsize
-    # Stride an unsigned view and reinterpret it: as_strided goes through __array_interface__,
-    # whose type string numpy cannot read back for some ml_dtypes types (fp8_e5m2 is "<f1").
+    # Stride an unsigned view and reinterpret it: numpy cannot build some ml_dtypes types from
+    # a raw buffer description (fp8_e5m2 is "<f1").  The constructor also checks the bounds.
     words = buffer.view(f"u{size}")
     strides = (row_stride * size, *(stride * size for stride, _ in ap.axes))
-    view = as_strided(words[first:], shape=ap.shape, strides=strides, writeable=True)
+    view = np.ndarray(ap.shape, words.dtype, buffer=words, offset=first * size, strides=strides)
     return view.view(storage)
 
 
@@ -54,6 +53,7 @@ class OnChipMemory:
         # (bytes never become unwritten): programs touch the same tiles again and again.
         self._in_bounds: set[AccessPattern] = set()
         self._initialized: set[AccessPattern] = set()
+        self._views: dict[AccessPattern, np.ndarray] = {}  # the buffer is never replaced
 
     def _check(self, ap: AccessPattern) -> None:
         if ap in self._in_bounds:
@@ -80,11 +80,17 @@ class OnChipMemory:
             if not np.all(shadow == _written_pattern(ap.dtype.itemsize)):
                 raise UninitializedReadError(f"read of {ap}: some of its bytes were never written")
             self._initialized.add(ap)
-        return self._view(self.data, ap, ap.dtype.storage)
+        return self._data_view(ap)
+
+    def _data_view(self, ap: AccessPattern) -> np.ndarray:
+        view = self._views.get(ap)
+        if view is None:
+            view = self._views[ap] = self._view(self.data, ap, ap.dtype.storage)
+        return view
 
     def write(self, ap: AccessPattern, values: np.ndarray) -> None:
         self._check(ap)
-        self._view(self.data, ap, ap.dtype.storage)[...] = values.reshape(ap.shape)
+        self._data_view(ap)[...] = values.reshape(ap.shape)
         if ap not in self._initialized:
             shadow = self._view(self.written, ap, np.dtype(f"u{ap.dtype.itemsize}"))
             shadow[...] = _written_pattern(ap.dtype.itemsize)
@@ -99,6 +105,7 @@ class DeviceMemory:
         self.tensors: dict[str, DramTensor] = {}
         self.data: dict[str, np.ndarray] = {}
         self.written: dict[str, np.ndarray] = {}
+        self._initialized: set[AccessPattern] = set()  # operands known fully written
 
     @property
     def used_bytes(self) -> int:
@@ -151,14 +158,17 @@ class DeviceMemory:
 
     def read(self, ap: AccessPattern, check_initialized: bool = True) -> np.ndarray:
         self._check(ap)
-        if check_initialized:
+        if check_initialized and ap not in self._initialized:
             shadow = self._view(self.written[ap.tensor], ap, np.dtype(f"u{ap.dtype.itemsize}"))
             if not np.all(shadow == _written_pattern(ap.dtype.itemsize)):
                 raise UninitializedReadError(f"read of {ap}: some of its bytes were never written")
+            self._initialized.add(ap)  # bytes never become unwritten
         return self._view(self.data[ap.tensor], ap, ap.dtype.storage)
 
     def write(self, ap: AccessPattern, values: np.ndarray) -> None:
         self._check(ap)
         self._view(self.data[ap.tensor], ap, ap.dtype.storage)[...] = values.reshape(ap.shape)
-        shadow = self._view(self.written[ap.tensor], ap, np.dtype(f"u{ap.dtype.itemsize}"))
-        shadow[...] = _written_pattern(ap.dtype.itemsize)
+        if ap not in self._initialized:
+            shadow = self._view(self.written[ap.tensor], ap, np.dtype(f"u{ap.dtype.itemsize}"))
+            shadow[...] = _written_pattern(ap.dtype.itemsize)
+            self._initialized.add(ap)

@@ -8,15 +8,16 @@ groups are checked for interleaving and partial-sum reads.  DESIGN.md, "Two kind
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
+from itertools import count
 
+import numba
 import numpy as np
 
 from emulator.functional import legal_order
 from isa.access import AccessPattern
-from isa.instructions import Instruction, MatMul, Signal, Transpose, Wait
-from isa.program import Program, ProgramError
+from isa.instructions import Instruction, MatMul, Transpose
+from isa.program import OTHER, Program
 from isa.target import Space
 
 # Racing pairs expanded at once; bounds memory when a program is racy everywhere.
@@ -185,39 +186,72 @@ def happens_before(program: Program) -> HappensBefore:
     """Vector clocks of every instruction; raises DeadlockError if the program cannot finish
     and ProgramError if a semaphore is signalled from two streams (the v-th signal would not be
     one instruction)."""
-    names = tuple(s.name for s in program.streams)
-    streams = [s.instructions for s in program.streams]
-    signaller: dict[int, str] = {}
-    for name, instructions in zip(names, streams):
-        for index, instr in enumerate(instructions):
-            if isinstance(instr, Signal) and signaller.setdefault(instr.sem, name) != name:
-                raise ProgramError(
-                    f"{name}[{index}] {instr}: semaphore {instr.sem} is already signalled by "
-                    f"stream {signaller[instr.sem]}; happens-before needs one signalling stream")
-    count = len(names)
-    sid = {name: k for k, name in enumerate(names)}
-    clocks = [np.zeros(count, np.int64)]  # epoch 0: nothing happens before a stream's start
-    current = [0] * count
-    epoch = [np.zeros(len(s), np.int64) for s in streams]
-    position = [np.zeros(len(s), np.int64) for s in streams]
-    signal_clock: dict[tuple[int, int], np.ndarray] = {}
-    signals: Counter[int] = Counter()
-    for place, (name, index) in enumerate(legal_order(program)):
-        k = sid[name]
-        instr = streams[k][index]
-        position[k][index] = place
-        if isinstance(instr, Wait):
-            # legal_order only runs a wait once its signal ran, so the clock is recorded.
-            merged = np.maximum(clocks[current[k]], signal_clock[(instr.sem, instr.value)])
-            clocks.append(merged)
-            current[k] = len(clocks) - 1
-        epoch[k][index] = current[k]
-        if isinstance(instr, Signal):
-            signals[instr.sem] += 1
-            snapshot = clocks[current[k]].copy()
-            snapshot[k] = index + 1  # the signal waits for itself and all before it
-            signal_clock[(instr.sem, signals[instr.sem])] = snapshot
-    return HappensBefore(names, tuple(position), tuple(epoch), np.array(clocks, np.int64))
+    program.check_signallers()
+    sync = program.sync
+    position, epoch, clocks, placed = _vector_clocks(sync.stream_first, sync.code, sync.slot,
+                                                     sync.n_slots)
+    if placed < len(sync.code):
+        for _ in legal_order(program):  # raises DeadlockError naming the blocked streams
+            pass
+    first = sync.stream_first
+    split = [slice(first[k], first[k + 1]) for k in range(len(program.streams))]
+    return HappensBefore(tuple(s.name for s in program.streams),
+                         tuple(position[s] for s in split), tuple(epoch[s] for s in split),
+                         clocks)
+
+
+@numba.njit(cache=True)
+def _vector_clocks(stream_first, code, slot, n_slots):  # pragma: no cover - compiled
+    """Run the streams in `legal_order`'s round-robin order, recording each row's place in it,
+    its epoch (the clock row in force) and, per epoch, the vector clock.  Returns the rows
+    placed; fewer than all means a deadlock."""
+    n_streams = stream_first.shape[0] - 1
+    n = code.shape[0]
+    n_waits = 0
+    for i in range(n):
+        n_waits += code[i] == 1
+    clocks = np.zeros((n_waits + 1, n_streams), np.int64)  # epoch 0: nothing before a start
+    signal_epoch = np.full(n_slots, -1, np.int64)  # clock row a signal snapshot extends
+    signal_index = np.zeros(n_slots, np.int64)  # ... and the signal's own index + 1
+    position = np.zeros(n, np.int64)
+    epoch = np.zeros(n, np.int64)
+    current = np.zeros(n_streams, np.int64)
+    pos = stream_first[:-1].copy()
+    runnable = np.zeros(n_streams, np.bool_)
+    epochs = 1
+    placed = 0
+    while True:
+        # As legal_order: each round runs the streams ready at its start, each until it blocks.
+        for k in range(n_streams):
+            i = pos[k]
+            runnable[k] = i < stream_first[k + 1] and (code[i] != 1
+                                                       or signal_epoch[slot[i]] >= 0)
+        if not runnable.any():
+            break
+        for k in range(n_streams):
+            if not runnable[k]:
+                continue
+            while pos[k] < stream_first[k + 1]:
+                i = pos[k]
+                if code[i] == 1:  # WAIT: merge the clock of the signal it needs
+                    s = slot[i]
+                    if signal_epoch[s] < 0:
+                        break
+                    for j in range(n_streams):
+                        clocks[epochs, j] = max(clocks[current[k], j], clocks[signal_epoch[s], j])
+                    owner = np.searchsorted(stream_first, signal_index[s] - 1, side="right") - 1
+                    clocks[epochs, owner] = max(clocks[epochs, owner],
+                                                signal_index[s] - stream_first[owner])
+                    current[k] = epochs
+                    epochs += 1
+                epoch[i] = current[k]
+                if code[i] == 2:  # SIGNAL: it waits for itself and all before it
+                    signal_epoch[slot[i]] = current[k]
+                    signal_index[slot[i]] = i + 1
+                position[i] = placed
+                placed += 1
+                pos[k] += 1
+    return position, epoch, clocks[:epochs], placed
 
 
 # ---- bytes an access touches -------------------------------------------------------------------
@@ -260,6 +294,12 @@ class _Bytes:
 
     def overlap(self, a: AccessPattern, b: AccessPattern) -> Region | None:
         """The bytes a and b share, or None; bounding boxes overlapping is not enough."""
+        if a.partition_end <= b.partition_start or b.partition_end <= a.partition_start:
+            if a.space is not Space.HBM:
+                return None
+        (a0, a1), (b0, b1) = a.byte_span(), b.byte_span()
+        if a1 <= b0 or b1 <= a0:
+            return None
         pair = (a, b)
         if pair not in self.answers:
             self.answers[pair] = self._overlap(a, b)
@@ -301,25 +341,7 @@ class _Analysis:
         self.hb = happens_before(program)
         self.bytes = _Bytes()
         self.instructions = [s.instructions for s in program.streams]
-        stream, index, write, operand, pattern = [], [], [], [], []
-        ids: dict[AccessPattern, int] = {}
-        for k, instructions in enumerate(self.instructions):
-            for i, instr in enumerate(instructions):
-                if isinstance(instr, (Wait, Signal)):
-                    continue  # no operands, and the commonest instructions of big programs
-                for is_write, fields in ((False, instr.reads()), (True, instr.writes())):
-                    for name, ap in fields.items():
-                        stream.append(k)
-                        index.append(i)
-                        write.append(is_write)
-                        operand.append(name)
-                        pattern.append(ids.setdefault(ap, len(ids)))
-        self.operand = operand
-        self.distinct = list(ids)  # pattern id -> AccessPattern
-        self.pattern = np.array(pattern, np.int64)
-        self.stream = np.array(stream, np.int64)
-        self.index = np.array(index, np.int64)
-        self.write = np.array(write, bool)
+        self._collect_accesses()
         # Per distinct pattern: memory (SBUF, PSUM or one HBM tensor), partitions, byte span.
         memories: dict[tuple[Space, str], int] = {}
         key, first, end, low, high = [], [], [], [], []
@@ -340,14 +362,52 @@ class _Analysis:
         self.p_high = np.array(high, np.int64)
         self.key = self.p_key[self.pattern]
         # Flatten the per-stream arrays so each access finds its instruction's row at once.
-        offsets = np.cumsum([0, *(len(s) for s in self.instructions)])[:-1]
-        flat = offsets[self.stream] + self.index if len(stream) else self.index
+        flat = self.program.sync.stream_first[self.stream] + self.index
         self.lin = np.concatenate([*self.hb.position, [0]])[flat].astype(np.int64)
         self.epoch = np.concatenate([*self.hb.epoch, [0]])[flat].astype(np.int64)
 
+    def _collect_accesses(self) -> None:
+        """One column entry per operand access (reads, then writes, of each instruction in
+        program order).  Operands are worked out once per distinct instruction and repeated
+        over its rows with array operations."""
+        sync = self.program.sync
+        rows = np.flatnonzero(sync.code == OTHER)  # waits and signals have no operands
+        stream_of = np.repeat(np.arange(len(self.instructions)), np.diff(sync.stream_first))
+        records = [instr for instructions in self.instructions for instr in instructions]
+        memo: dict[Instruction, int] = {}
+        fact = np.fromiter(map(memo.setdefault, map(records.__getitem__, rows.tolist()),
+                               count()), np.int64, len(rows))
+        distinct, fact = np.unique(fact, return_inverse=True)
+        fact = fact.ravel()
+        ids: dict[AccessPattern, int] = {}
+        names: dict[str, int] = {}
+        counts, write, operand, pattern = [], [], [], []
+        for instr in map(records.__getitem__, rows[distinct].tolist()):
+            accesses = [(False, name, ap) for name, ap in instr.reads().items()]
+            accesses += [(True, name, ap) for name, ap in instr.writes().items()]
+            counts.append(len(accesses))
+            for is_write, name, ap in accesses:
+                write.append(is_write)
+                operand.append(names.setdefault(name, len(names)))
+                pattern.append(ids.setdefault(ap, len(ids)))
+        counts = np.array(counts, np.int64)
+        first = np.cumsum(counts) - counts
+        per_row = counts[fact]
+        row = np.repeat(rows, per_row)
+        start = np.cumsum(per_row) - per_row
+        entry = np.repeat(first[fact] - start, per_row) + np.arange(int(per_row.sum()))
+        self.operand_names = list(names)
+        self.operand = np.array(operand, np.int64)[entry]
+        self.distinct = list(ids)  # pattern id -> AccessPattern
+        self.pattern = np.array(pattern, np.int64)[entry]
+        self.write = np.array(write, bool)[entry]
+        self.stream = stream_of[row]
+        self.index = row - sync.stream_first[self.stream]
+
     def access(self, a: int) -> Access:
         k, i = int(self.stream[a]), int(self.index[a])
-        return Access(self.program.streams[k].name, i, self.instructions[k][i], self.operand[a],
+        return Access(self.program.streams[k].name, i, self.instructions[k][i],
+                      self.operand_names[self.operand[a]],
                       "write" if self.write[a] else "read", self.distinct[self.pattern[a]])
 
     # ---- data races ----------------------------------------------------------------------------
@@ -499,11 +559,18 @@ class _Analysis:
         position = self.hb.position[k]
         open_groups: dict[tuple, _Group] = {}
         closed: list[_Group] = []
-        for i, instr in enumerate(instructions):
-            if not isinstance(instr, (MatMul, Transpose)):
+        regions: dict[AccessPattern, tuple] = {}
+        meets: dict[tuple[int, int], bool] = {}
+        sync = self.program.sync
+        first = sync.stream_first[k]
+        for i in np.flatnonzero(sync.code[first:sync.stream_first[k + 1]] == OTHER).tolist():
+            instr = instructions[i]
+            if type(instr) is not MatMul and type(instr) is not Transpose:
                 continue
             dst = instr.dst
-            region = _canonical(dst)
+            region = regions.get(dst)
+            if region is None:
+                region = regions[dst] = _canonical(dst)
             if isinstance(instr, MatMul) and instr.accumulate:
                 group = open_groups.get(region)
                 if group is not None:
@@ -523,7 +590,13 @@ class _Analysis:
                 found.append((int(position[i]), 0, hazard))
                 continue
             for key, group in list(open_groups.items()):
-                if self.bytes.overlap(group.dst, dst) is not None:
+                # Streams reuse a few destinations: remember each pair's answer, by identity
+                # (the program holds the operands, so their ids are stable).
+                pair = (id(group.dst), id(dst))
+                meet = meets.get(pair)
+                if meet is None:
+                    meet = meets[pair] = self.bytes.overlap(group.dst, dst) is not None
+                if meet:
                     closed.append(open_groups.pop(key))
             open_groups[region] = _Group(i, i, dst)
         return closed + list(open_groups.values())

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emulator.machine import CoreSpec
-from emulator.timing import COLLECTIVE, DMA, SIGNAL, WAIT, Schedule
+from emulator.timing import COLLECTIVE, DMA, SIGNAL, WAIT, EncodedProgram, Schedule
 from isa.instructions import DmaCopy, Signal, Wait
 from isa.target import Engine, stream_engine
 
@@ -124,17 +124,20 @@ def _union_ns(starts: np.ndarray, ends: np.ndarray) -> float:
     return float(total + cur_end - cur_start)
 
 
-def memory_traffic(program) -> dict[str, int]:
+def memory_traffic(encoded: EncodedProgram) -> dict[str, int]:
     """Bytes each memory reads and writes, implied by the instructions' operands."""
     traffic = dict.fromkeys(MEMORY_KEYS, 0)
-    for stream in program.streams:
-        for instr in stream.instructions:
-            for ap in instr.reads().values():
-                traffic[f"{ap.space.value}_read_bytes"] += ap.nbytes
-            for ap in instr.writes().values():
-                traffic[f"{ap.space.value}_write_bytes"] += ap.nbytes
-            if isinstance(instr, DmaCopy):
-                traffic["dma_bytes"] += instr.src.nbytes
+    # Programs repeat a few instructions many times: size each distinct one once.
+    repeats = np.bincount(encoded.fact_index, minlength=len(encoded.fact_records))
+    for instr, times in zip(encoded.fact_records, repeats.tolist()):
+        if instr is None:  # waits and signals
+            continue
+        for ap in instr.reads().values():
+            traffic[f"{ap.space.value}_read_bytes"] += ap.nbytes * times
+        for ap in instr.writes().values():
+            traffic[f"{ap.space.value}_write_bytes"] += ap.nbytes * times
+        if isinstance(instr, DmaCopy):
+            traffic["dma_bytes"] += instr.src.nbytes * times
     return traffic
 
 
@@ -146,9 +149,13 @@ def core_report(schedule: Schedule, spec: CoreSpec, latency: float) -> tuple[Cor
     queues: dict[str, EngineStats] = {}
     tensor_flops = 0
     dma_starts, dma_ends, dma_count = [], [], 0
+    # Cycles and FLOPs of each distinct instruction, gathered per row.
+    fact_cycles = np.array([0.0 if c is None else c.busy for c in encoded.fact_costs])
+    fact_flops = np.array([0 if c is None else c.flops for c in encoded.fact_costs], np.int64)
+    synchronising = (encoded.kind == WAIT) | (encoded.kind == SIGNAL)
     for k, name in enumerate(encoded.streams):
         first, last = encoded.stream_first[k], encoded.stream_first[k + 1]
-        real = [r for r in range(first, last) if encoded.kind[r] not in (WAIT, SIGNAL)]
+        real = first + np.flatnonzero(~synchronising[first:last])
         engine = stream_engine(name)
         if engine is Engine.DMA:
             starts, ends = schedule.start_ns[real], schedule.end_ns[real]
@@ -160,9 +167,10 @@ def core_report(schedule: Schedule, spec: CoreSpec, latency: float) -> tuple[Cor
             dma_count += len(real)
             continue
         clock = spec.clock_ghz(engine)
-        busy = float(sum(encoded.busy_ns[r] + schedule.delay_ns[r] for r in real))
-        cycles = float(sum(encoded.cost(r).busy + schedule.delay_ns[r] * clock for r in real))
-        flops = int(sum(encoded.cost(r).flops for r in real))
+        delay = float(schedule.delay_ns[real].sum())
+        busy = float(encoded.busy_ns[real].sum()) + delay
+        cycles = float(fact_cycles[encoded.fact_index[real]].sum()) + delay * clock
+        flops = int(fact_flops[encoded.fact_index[real]].sum())
         if engine is Engine.TENSOR:
             tensor_flops += flops
         engines[name] = EngineStats(busy, cycles, busy / latency if latency else 0.0, len(real),
@@ -170,7 +178,7 @@ def core_report(schedule: Schedule, spec: CoreSpec, latency: float) -> tuple[Cor
     if dma_starts:
         busy = _union_ns(np.concatenate(dma_starts), np.concatenate(dma_ends))
         engines["dma"] = EngineStats(busy, None, busy / latency if latency else 0.0, dma_count, 0)
-    return CoreReport(engines, memory_traffic(encoded.program), queues), tensor_flops
+    return CoreReport(engines, memory_traffic(encoded), queues), tensor_flops
 
 
 def build_report(schedule: Schedule, spec: CoreSpec) -> Report:

@@ -78,9 +78,10 @@ def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
         timed = schedule(program, spec, chip, delay_ns=delay_ns)
         report = build_report(timed, spec)
         report.machine = f"{instance.name} ({spec.name})"
-        order = timed.legal_order() if rng is None else None
     if not functional:
         return Result(program, {}, report)
+    if timing and rng is None:
+        order = timed.legal_order()
     result = execute(program, inputs or {}, spec.target, hbm=hbm, rng=rng,
                      check_initialized=check_initialized, order=order, validate=False)
     return Result(program, result.outputs, report, result)

@@ -225,11 +225,13 @@ def _execute(programs, inputs, rows, groups, order, target, ranks) -> dict[int, 
             continue
         executed.add(group)
         members = [rows[m] for m in groups[group]]
-        values = [{name: cores[m.core].memories[ap.space].read(ap)
-                   for name, ap in m.instr.reads().items()} for m in members]
+        values = [{name: cores[m.core].read(ap) for name, ap in m.instr.reads().items()}
+                  for m in members]
         results = members[0].instr.spec().semantics([m.instr for m in members], values)
         for member, result in zip(members, results):
             cores[member.core].write_results(member.instr, result)
+    for core in cores:
+        core.settle()
     return {ranks[k]: {t.name: core.hbm.load(t.name) for t in program.tensors
                        if t.kind == "output"}
             for k, (program, core) in enumerate(zip(programs, cores))}

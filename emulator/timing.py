@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 from dataclasses import dataclass, field
+from itertools import count
 
 import numba
 import numpy as np
@@ -21,11 +22,11 @@ import numpy as np
 from emulator.costs import Cost, instruction_cost
 from emulator.machine import ChipSpec, CoreSpec, chip_spec
 from isa.access import AccessPattern
-from isa.instructions import DmaCopy, Instruction, MatMul, Signal, Wait
-from isa.program import Program
+from isa.instructions import DmaCopy, Instruction, MatMul
+from isa.program import OTHER, SIGNAL, WAIT, Program
 from isa.target import Engine, Space, stream_engine
 
-COMPUTE, WAIT, SIGNAL, DMA, COLLECTIVE = 0, 1, 2, 3, 4
+COMPUTE, DMA, COLLECTIVE = OTHER, 3, 4  # row kinds; WAIT and SIGNAL as in the sync table
 PORT_SBUF_VG, PORT_PSUM_VS = 1, 2  # shared ports [A2 2.1]
 _DEADLOCK = -1
 
@@ -55,6 +56,7 @@ class EncodedProgram:
     n_slots: int
     fact_costs: list[Cost | None] = field(repr=False)  # per distinct instruction
     fact_index: np.ndarray = field(repr=False)  # row -> its distinct instruction
+    fact_records: list[Instruction | None] = field(repr=False)  # None: waits and signals
 
     def cost(self, row: int) -> Cost | None:
         """The cost record of a compute row (None for sync, DMA and collective rows)."""
@@ -63,12 +65,16 @@ class EncodedProgram:
 
 @dataclass(frozen=True)
 class _Facts:
-    """What encoding needs of a compute instruction, computed once per distinct instruction."""
+    """What encoding needs of an instruction, computed once per distinct instruction."""
 
     cost: Cost | None
     reads: tuple[AccessPattern, ...]
     writes: tuple[AccessPattern, ...]
     row: tuple
+    record: Instruction | None = None  # None for the facts shared by all waits or signals
+    stationary: AccessPattern | None = None  # matmul: the stationary operand
+    load_ns: float = 0.0  # matmul: LoadStationary time when the stationary operand changes
+    orders: bool = True  # False for DMA transfers: they are not same-engine dependences
 
 
 _SYNC_FACTS = {kind: _Facts(None, (), (), (kind, 0.0, 0.0, -1.0, 0.0, 0, -1, 0.0, 0, 0.0))
@@ -110,11 +116,11 @@ def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     """Encode `program` for the scheduler; costs come from the opcode table's formulas.
 
     Facts that depend only on an instruction's value (its cost, operands, ports) are computed
-    once per distinct instruction; only the context (stationary switches, same-engine
-    dependences, semaphore slots) is worked out per row.
+    once per distinct instruction; the context (stationary switches, same-engine dependences,
+    semaphore slots) is worked out with array operations over the rows.
     """
-    # The encoder allocates one small tuple per row; with a large program alive, Python's
-    # cyclic collector would rescan every instruction record again and again (superlinear).
+    # Looking a million records up allocates; with a large program alive, Python's cyclic
+    # collector would rescan every instruction record again and again (superlinear).
     collecting = gc.isenabled()
     gc.disable()
     try:
@@ -125,86 +131,86 @@ def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
 
 
 def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
-    signals: dict[int, int] = {}
-    for stream in program.streams:  # signal counts give each semaphore a block of slots
-        for instr in stream.instructions:
-            if type(instr) is Signal:
-                signals[instr.sem] = signals.get(instr.sem, 0) + 1
-    slot_base: dict[int, int] = {}
-    total = 0
-    for sem in sorted(signals):
-        slot_base[sem], total = total, total + signals[sem]
-    seen: dict[int, int] = {}
-    # Each row refers to the facts of its distinct instruction (rows 0 and 1 of `facts` stand
-    # for every wait and every signal); the few per-row values that depend on context are kept
-    # sparse and patched in after one vectorised gather.
+    # Each row refers to the facts of its distinct instruction (facts 0 and 1 stand for every
+    # wait and every signal, whose semaphore slots come from the program's sync table).
+    sync = program.sync
     facts: list[_Facts] = [_SYNC_FACTS[WAIT], _SYNC_FACTS[SIGNAL]]
     memos: dict[Engine, dict[Instruction, int]] = {}
-    ids: list[int] = []
-    slots: list[tuple[int, int]] = []
-    loads: list[tuple[int, float]] = []
-    dependents: list[tuple[int, float]] = []
-    stream_first = np.zeros(len(program.streams) + 1, np.int64)
     stream_queue = np.full(len(program.streams), -1, np.int64)
-    overhead = spec.dependent_overhead
+    index = sync.code.astype(np.int64) - WAIT  # waits -> fact 0, signals -> fact 1
+    others: list[tuple[Engine, np.ndarray]] = []  # each stream's rows that are not sync
     for s, stream in enumerate(program.streams):
-        stream_first[s] = len(ids)
         engine = stream_engine(stream.name)
         if engine is Engine.DMA:
             stream_queue[s] = int(stream.name[3:])
-        clock = spec.clock_ghz(engine)
-        tensor = engine is Engine.TENSOR
-        by_value = memos.setdefault(engine, {})  # facts depend on the engine
-        previous_writes: tuple[AccessPattern, ...] = ()
-        previous_stationary = None
-        for instr in stream.instructions:
-            record = type(instr)
-            if record is Wait:
-                slots.append((len(ids), slot_base.get(instr.sem, 0) + instr.value - 1))
-                ids.append(0)
-                continue
-            if record is Signal:
-                count = seen.get(instr.sem, 0)
-                seen[instr.sem] = count + 1
-                slots.append((len(ids), slot_base[instr.sem] + count))
-                ids.append(1)
-                continue
-            # Equal instructions share facts; their operands are shared objects, so the
-            # lookup's equality test is a few identity checks.
-            fid = by_value.get(instr)
-            if fid is None:
-                fid = by_value[instr] = len(facts)
-                facts.append(_facts(instr, engine, spec, clock))
-            row = len(ids)
-            ids.append(fid)
-            if record is DmaCopy:
-                continue
-            fact = facts[fid]
-            if record is MatMul:
-                if instr.stationary != previous_stationary:
-                    loads.append((row, fact.cost.load / clock))
-                else:
-                    loads.append((row, 0.0))
-                previous_stationary = instr.stationary
-            # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2]; PSUM
-            # accumulation into the same bank streams back to back on TensorE.
-            if previous_writes and not tensor and any(
-                    _overlaps(r, w) for r in fact.reads for w in previous_writes):
-                dependents.append((row, overhead / clock))
-            previous_writes = fact.writes
-    stream_first[-1] = len(ids)
-    index = np.array(ids, dtype=np.int64)
-    table = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(ids), 10)
-    for column, sparse in ((6, slots), (3, loads), (4, dependents)):
-        if sparse:
-            where, values = zip(*sparse)
-            table[list(where), column] = values
+        first = sync.stream_first[s]
+        where = np.flatnonzero(sync.code[first:sync.stream_first[s + 1]] == COMPUTE)
+        records = stream.instructions
+        index[first + where] = _fact_ids(list(map(records.__getitem__, where.tolist())), engine,
+                                         memos.setdefault(engine, {}), facts, spec)
+        others.append((engine, first + where))
+    table = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(index), 10)
+    synchronising = sync.code != COMPUTE
+    table[synchronising, 6] = sync.slot[synchronising]
+    _patch_context(table, index, facts, others, spec)
     return EncodedProgram(
-        program, [s.name for s in program.streams], stream_first, table[:, 0].astype(np.int8),
-        table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy(), table[:, 4].copy(),
-        table[:, 5].astype(np.int8), table[:, 6].astype(np.int64), table[:, 7].copy(),
-        table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue, total,
-        [f.cost for f in facts], index)
+        program, [s.name for s in program.streams], sync.stream_first,
+        table[:, 0].astype(np.int8), table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy(),
+        table[:, 4].copy(), table[:, 5].astype(np.int8), table[:, 6].astype(np.int64),
+        table[:, 7].copy(), table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue,
+        sync.n_slots, [f.cost for f in facts], index, [f.record for f in facts])
+
+
+def _fact_ids(records: list[Instruction], engine: Engine, memo: dict[Instruction, int],
+              facts: list[_Facts], spec: CoreSpec) -> np.ndarray:
+    """The fact number of each record, adding facts for records not seen before."""
+    base = len(facts)
+    # One hash per row: a record seen before gets its fact number; a new one gets base + its
+    # row, so the first row of every new distinct record is known without a Python loop.
+    fid = np.fromiter(map(memo.setdefault, records, count(base)), np.int64, len(records))
+    new = fid >= base
+    if new.any():
+        firsts = np.unique(fid[new])
+        clock = spec.clock_ghz(engine)
+        for row in (firsts - base).tolist():
+            memo[records[row]] = len(facts)
+            facts.append(_facts(records[row], engine, spec, clock))
+        fid[new] = base + np.searchsorted(firsts, fid[new])
+    return fid
+
+
+def _patch_context(table: np.ndarray, index: np.ndarray, facts: list[_Facts],
+                   others: list[tuple[Engine, np.ndarray]], spec: CoreSpec) -> None:
+    """LoadStationary time where a matmul's stationary operand differs from the previous
+    matmul's on its stream, and the dependent-instruction overhead where an instruction reads
+    what the previous one on its engine wrote."""
+    stationary_ids: dict[AccessPattern, int] = {}
+    stationary = np.array([-1 if f.stationary is None else
+                           stationary_ids.setdefault(f.stationary, len(stationary_ids))
+                           for f in facts], np.int64)
+    load = np.array([f.load_ns for f in facts])
+    orders = np.array([f.orders for f in facts], bool)
+    for engine, rows in others:
+        matmuls = rows[stationary[index[rows]] >= 0]
+        if matmuls.size:
+            key = stationary[index[matmuls]]
+            switched = np.ones(key.size, bool)
+            switched[1:] = key[1:] != key[:-1]
+            table[matmuls, 3] = np.where(switched, load[index[matmuls]], 0.0)
+        # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2]; PSUM
+        # accumulation into the same bank streams back to back on TensorE.
+        if engine is Engine.TENSOR:
+            continue
+        rows = rows[orders[index[rows]]]
+        if rows.size < 2:
+            continue
+        pairs, inverse = np.unique(index[rows[:-1]] * len(facts) + index[rows[1:]],
+                                   return_inverse=True)
+        depends = np.array([any(_overlaps(r, w) for r in facts[later].reads
+                                for w in facts[earlier].writes)
+                            for earlier, later in zip(*np.divmod(pairs, len(facts)))], bool)
+        table[rows[1:][depends[inverse.ravel()]], 4] = spec.dependent_overhead / \
+            spec.clock_ghz(engine)
 
 
 def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> _Facts:
@@ -215,15 +221,18 @@ def _facts(instr: Instruction, engine: Engine, spec: CoreSpec, clock: float) -> 
         run = min(contiguous_bytes(instr.src), contiguous_bytes(instr.dst))
         moved = instr.src.nbytes * max(1.0, spec.dma_burst_bytes / run)
         row = (DMA, 0.0, 0.0, -1.0, 0.0, 0, -1, float(moved), rows, float(hbm))
-        return _Facts(None, (), (), row)
+        return _Facts(None, (), (), row, instr, orders=False)
     if instr.spec().collective:  # timed by the interconnect model of a multi-core run
         nbytes = sum(ap.nbytes for ap in instr.operand_fields().values())
         return _Facts(None, (), (), (COLLECTIVE, 0.0, 0.0, -1.0, 0.0, 0, -1, float(nbytes), 0,
-                                     0.0))
+                                     0.0), instr)
     cost = instruction_cost(instr, engine, spec)
     row = (COMPUTE, cost.busy / clock, cost.latency / clock, -1.0, 0.0, _ports(instr, engine),
            -1, 0.0, 0, 0.0)
-    return _Facts(cost, tuple(instr.reads().values()), tuple(instr.writes().values()), row)
+    reads, writes = tuple(instr.reads().values()), tuple(instr.writes().values())
+    if isinstance(instr, MatMul):
+        return _Facts(cost, reads, writes, row, instr, instr.stationary, cost.load / clock)
+    return _Facts(cost, reads, writes, row, instr)
 
 
 @numba.njit(cache=True)

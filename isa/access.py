@@ -144,10 +144,14 @@ class AccessPattern:
 
     def byte_span(self) -> tuple[int, int]:
         """[first, last) byte touched: per partition on chip; over the whole tensor in HBM."""
-        low, high = self.element_span()
-        if self.space is Space.HBM:
-            high += self.partition_stride * (self.partitions - 1)
-        return low * self.dtype.itemsize, (high + 1) * self.dtype.itemsize
+        span = self.__dict__.get("_span")  # asked for by every check and overlap test
+        if span is None:
+            low, high = self.element_span()
+            if self.space is Space.HBM:
+                high += self.partition_stride * (self.partitions - 1)
+            span = low * self.dtype.itemsize, (high + 1) * self.dtype.itemsize
+            object.__setattr__(self, "_span", span)
+        return span
 
     @property
     def partition_end(self) -> int:

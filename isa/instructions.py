@@ -61,12 +61,32 @@ def _same_size(name_a: str, a: AP, name_b: str, b: AP) -> None:
              f"[{b.partitions}, {b.free_size}]")
 
 
+def record(cls: type) -> type:
+    """An instruction record: a frozen dataclass whose hash is computed once.
+
+    Programs hold the same few instructions thousands of times over, and validation and the
+    timing model look every row up in tables keyed by instruction value.
+    """
+    cls = dataclass(frozen=True)(cls)
+    by_value = cls.__hash__
+
+    def __hash__(self) -> int:
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = by_value(self)
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
+    cls.__hash__ = __hash__
+    return cls
+
+
 @functools.cache
 def _field_names(record: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(record))
 
 
-@dataclass(frozen=True)
+@record
 class Instruction:
     """Base record.  Subclasses set `opcode` and declare their operands as fields."""
 
@@ -126,13 +146,19 @@ class Instruction:
     def check_limits(self, target: Target) -> None:
         """Opcode-specific architecture limits; overridden where an opcode has them."""
 
+    def __getstate__(self) -> dict:
+        # The cached hash belongs to this process (strings hash differently in each).
+        state = dict(self.__dict__)
+        state.pop("_hash", None)
+        return state
+
     def __str__(self) -> str:
         from isa.assembly import format_instruction
         return format_instruction(self)
 
 
 # ---- synchronisation -----------------------------------------------------------------------
-@dataclass(frozen=True)
+@record
 class Wait(Instruction):
     """Block this stream until semaphore `sem` has been signalled at least `value` times."""
 
@@ -150,7 +176,7 @@ class Wait(Instruction):
                  f"{target.name}")
 
 
-@dataclass(frozen=True)
+@record
 class Signal(Instruction):
     """Increment semaphore `sem` once every earlier instruction of this stream has completed."""
 
@@ -167,7 +193,7 @@ class Signal(Instruction):
 
 
 # ---- data movement -------------------------------------------------------------------------
-@dataclass(frozen=True)
+@record
 class DmaCopy(Instruction):
     """Copy src to dst through a DMA queue, casting when the dtypes differ."""
 
@@ -182,7 +208,7 @@ class DmaCopy(Instruction):
 
 
 # ---- Tensor engine -------------------------------------------------------------------------
-@dataclass(frozen=True)
+@record
 class MatMul(Instruction):
     """dst[M, N] (+)= stationary[K, M].T @ moving[K, N], fp32 into PSUM."""
 
@@ -231,7 +257,7 @@ class MatMul(Instruction):
                  f"{bank}-byte bank boundary")
 
 
-@dataclass(frozen=True)
+@record
 class Transpose(Instruction):
     """dst[F, P] = src[P, F].T on the Tensor engine (a matmul against identity)."""
 
@@ -252,7 +278,7 @@ class Transpose(Instruction):
 
 
 # ---- Vector / Scalar / GpSimd --------------------------------------------------------------
-@dataclass(frozen=True)
+@record
 class Activation(Instruction):
     """dst = func(src * scale + bias); optional add-reduction of dst into reduce[P, 1]."""
 
@@ -274,7 +300,7 @@ class Activation(Instruction):
         _per_partition("reduce", self.reduce, self.src.partitions)
 
 
-@dataclass(frozen=True)
+@record
 class TensorTensor(Instruction):
     """dst = in0 <op> in1, element-wise."""
 
@@ -290,7 +316,7 @@ class TensorTensor(Instruction):
         _same_size("in0", self.in0, "in1", self.in1)
 
 
-@dataclass(frozen=True)
+@record
 class TensorScalar(Instruction):
     """dst = (src <op0> operand0) <op1> operand1, operands immediate or per-partition."""
 
@@ -316,7 +342,7 @@ class TensorScalar(Instruction):
             _per_partition("operand1", self.operand1, self.src.partitions)
 
 
-@dataclass(frozen=True)
+@record
 class TensorReduce(Instruction):
     """dst = reduce(src, op, over free `axes`) (axes count from 1, as in NKI), optional negate."""
 
@@ -345,7 +371,7 @@ class TensorReduce(Instruction):
                  lambda: f"tensor_reduce dst {self.dst} must hold [{self.src.partitions}, {size}]")
 
 
-@dataclass(frozen=True)
+@record
 class TensorCopy(Instruction):
     """dst = src, cast to dst's dtype."""
 
@@ -357,7 +383,7 @@ class TensorCopy(Instruction):
         _same_size("dst", self.dst, "src", self.src)
 
 
-@dataclass(frozen=True)
+@record
 class TensorTensorScan(Instruction):
     """Per partition along the free axis: y[i] = (in0[i] <op0> y[i-1]) <op1> in1[i]."""
 
@@ -378,7 +404,7 @@ class TensorTensorScan(Instruction):
         _per_partition("initial", self.initial, self.in0.partitions)
 
 
-@dataclass(frozen=True)
+@record
 class Memset(Instruction):
     """dst = value everywhere."""
 
@@ -390,7 +416,7 @@ class Memset(Instruction):
         _immediate(self, "value")
 
 
-@dataclass(frozen=True)
+@record
 class Iota(Instruction):
     """dst[p, i...] = base + channel_multiplier * p + sum(steps[j] * i_j)."""
 
@@ -407,7 +433,7 @@ class Iota(Instruction):
                  f"({len(self.dst.axes)})")
 
 
-@dataclass(frozen=True)
+@record
 class AffineSelect(Instruction):
     """dst = src where (base + channel_multiplier*p + sum(steps*i)) <cmp> 0, else fill."""
 
@@ -431,7 +457,7 @@ class AffineSelect(Instruction):
                          f"{self.src}")
 
 
-@dataclass(frozen=True)
+@record
 class BnStats(Instruction):
     """Per partition: (count, mean, M2) of the first and second halves of src's free axis."""
 
@@ -449,7 +475,7 @@ class BnStats(Instruction):
         _require(self.dst.dtype == fp32, lambda: f"bn_stats dst {self.dst} must be fp32")
 
 
-@dataclass(frozen=True)
+@record
 class BnAggr(Instruction):
     """Combine (count, mean, M2) triples per partition into (mean, variance)."""
 
@@ -465,7 +491,7 @@ class BnAggr(Instruction):
                  lambda: f"bn_aggr dst {self.dst} must be [{self.src.partitions}, 2]")
 
 
-@dataclass(frozen=True)
+@record
 class Reciprocal(Instruction):
     """dst = 1 / src at full precision on the Vector engine."""
 
@@ -489,7 +515,7 @@ def _check_group(record: Instruction, reduces: bool) -> None:
                  lambda: f"unknown reduce op {record.op!r}; supported: {', '.join(REDUCE_OPS)}")
 
 
-@dataclass(frozen=True)
+@record
 class AllReduce(Instruction):
     """Every rank's dst = reduction over the ranks of their src (same shapes everywhere)."""
 
@@ -505,7 +531,7 @@ class AllReduce(Instruction):
                  lambda: f"all_reduce dst {self.dst} must hold src's {self.src.elements} elements")
 
 
-@dataclass(frozen=True)
+@record
 class AllGather(Instruction):
     """Every rank's dst = the ranks' src blocks concatenated in rank-list order."""
 
@@ -521,7 +547,7 @@ class AllGather(Instruction):
                          f"{self.src.elements} elements")
 
 
-@dataclass(frozen=True)
+@record
 class ReduceScatter(Instruction):
     """Rank i's dst = reduction over the ranks of block i of their src."""
 
@@ -538,7 +564,7 @@ class ReduceScatter(Instruction):
                          f"{self.dst.elements} elements")
 
 
-@dataclass(frozen=True)
+@record
 class Send(Instruction):
     """Send src to core `peer`, matched with the peer's Recv of the same tag."""
 
@@ -551,7 +577,7 @@ class Send(Instruction):
         _require(self.peer >= 0, lambda: f"send peer {self.peer} must be a core index >= 0")
 
 
-@dataclass(frozen=True)
+@record
 class Recv(Instruction):
     """Receive into dst what core `peer` sends with the same tag."""
 

@@ -10,14 +10,22 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
+from itertools import repeat
 from math import prod
+from operator import attrgetter
+
+import numpy as np
 
 from isa.access import AccessPattern
 from isa.dtypes import DType, dtype
 from isa.instructions import Instruction, InstructionError, Signal, Wait
-from isa.target import Space, Target, stream_engine
+from isa.target import Engine, Space, Target, stream_engine
 
 TENSOR_KINDS = ("input", "output", "scratch")
+OTHER, WAIT, SIGNAL = 0, 1, 2  # SyncTable.code
+_CODE = {Wait: WAIT, Signal: SIGNAL}
+_SEM, _VALUE = attrgetter("sem"), attrgetter("value")
 
 
 class ProgramError(ValueError):
@@ -62,6 +70,68 @@ class Stream:
 
 
 @dataclass(frozen=True)
+class SyncTable:
+    """Every instruction's part in synchronisation, as arrays over all rows (the streams'
+    instructions one stream after another).
+
+    Signal number v of semaphore s has its own slot; a wait for (s, v) names that slot.  A
+    semaphore's signals come from one stream, so they take consecutive slots in program order.
+    Waits that no signal can satisfy name slot `never` (= the number of signals), which no
+    signal fills.
+    """
+
+    stream_first: np.ndarray  # [streams + 1] first row of each stream
+    code: np.ndarray  # int8: OTHER, WAIT or SIGNAL
+    sem: np.ndarray  # the semaphore of a wait or signal; -1 otherwise
+    value: np.ndarray  # wait: signals it needs; signal: which signal of its semaphore it is
+    slot: np.ndarray  # wait: slot of the signal it needs; signal: its own slot; -1 otherwise
+    never: int  # slot of waits that cannot be satisfied; slots are 0 .. never
+
+    @property
+    def n_slots(self) -> int:
+        return self.never + 1
+
+    @classmethod
+    def of(cls, streams: tuple[Stream, ...]) -> SyncTable:
+        lengths = [len(s.instructions) for s in streams]
+        stream_first = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
+        records = [r for s in streams for r in s.instructions]
+        # map() over the records runs in C: big programs are mostly waits and signals.
+        code = np.fromiter(map(_CODE.get, map(type, records), repeat(OTHER)), np.int8,
+                           len(records))
+        sem = np.full(len(records), -1, np.int64)
+        value = np.zeros(len(records), np.int64)
+        slot = np.full(len(records), -1, np.int64)
+        rows = {}
+        for kind in (WAIT, SIGNAL):
+            rows[kind] = np.flatnonzero(code == kind)
+            found = list(map(records.__getitem__, rows[kind].tolist()))
+            sem[rows[kind]] = np.fromiter(map(_SEM, found), np.int64, len(found))
+            if kind is WAIT:
+                value[rows[kind]] = np.fromiter(map(_VALUE, found), np.int64, len(found))
+        signals = rows[SIGNAL]
+        order = np.argsort(sem[signals], kind="stable")
+        slot[signals[order]] = np.arange(len(signals))
+        sems, counts = np.unique(sem[signals], return_counts=True)
+        base = np.cumsum(counts) - counts
+        value[signals[order]] = np.arange(len(signals)) - np.repeat(base, counts) + 1
+        waits = rows[WAIT]
+        at = np.searchsorted(sems, sem[waits])
+        known = at < len(sems)
+        known[known] = sems[at[known]] == sem[waits][known]
+        needed = value[waits]
+        satisfiable = known & (needed >= 1)
+        satisfiable[satisfiable] = needed[satisfiable] <= counts[at[satisfiable]]
+        slot[waits] = len(signals)
+        slot[waits[satisfiable]] = base[at[satisfiable]] + needed[satisfiable] - 1
+        return cls(stream_first, code, sem, value, slot, len(signals))
+
+    def signals_of(self, sem: int) -> int:
+        """How many times the program signals `sem`."""
+        return int(np.count_nonzero((self.code == SIGNAL) & (self.sem == sem)))
+
+
+@dataclass(frozen=True)
 class Program:
     """Tensors in HBM and per-engine instruction streams; immutable and comparable."""
 
@@ -91,6 +161,11 @@ class Program:
                 return s
         raise KeyError(f"program {self.name} has no stream {name!r}")
 
+    @cached_property
+    def sync(self) -> SyncTable:
+        """The program's waits and signals as arrays (computed once: programs are immutable)."""
+        return SyncTable.of(self.streams)
+
     @property
     def instruction_count(self) -> int:
         return sum(len(s.instructions) for s in self.streams)
@@ -103,46 +178,73 @@ class Program:
         """Raise ProgramError naming the first illegal stream, instruction, tensor or semaphore."""
         legal = set(target.stream_names)
         tensors = self.tensor_map
-        signallers: dict[int, str] = {}
-        signals: Counter[int] = Counter()
-        valid: set[tuple[Instruction, object]] = set()
-        for stream in self.streams:
+        sync = self.sync
+        valid: dict[Engine, set[Instruction]] = {}
+        for k, stream in enumerate(self.streams):
             if stream.name not in legal:
                 raise ProgramError(
                     f"stream {stream.name!r} does not exist on {target.name} (streams: "
                     f"{', '.join(target.stream_names)})")
             engine = stream_engine(stream.name)
-            for index, instr in enumerate(stream.instructions):
-                if (instr, engine) not in valid:  # programs repeat instructions: check once
-                    try:
-                        instr.validate(target, engine)
-                    except InstructionError as err:
-                        raise ProgramError(f"{stream.name}[{index}] {instr}: {err}") from None
-                    valid.add((instr, engine))
+            checked = valid.setdefault(engine, set())
+            records = stream.instructions
+            code = sync.code[sync.stream_first[k]:sync.stream_first[k + 1]]
+            # Programs repeat instructions: check each distinct one once, in program order, so
+            # the first illegal one is the one reported.  Whether a wait or signal is legal
+            # does not depend on its semaphore: the first of each kind stands for the rest.
+            rows = np.flatnonzero(code == OTHER).tolist()
+            rows += [int(r[0]) for r in (np.flatnonzero(code == WAIT)[:1],
+                                         np.flatnonzero(code == SIGNAL)[:1]) if r.size]
+            for instr in dict.fromkeys(map(records.__getitem__, sorted(rows))):
+                if instr in checked:
+                    continue
+                try:
+                    instr.validate(target, engine)
+                except InstructionError as err:
+                    raise ProgramError(
+                        f"{stream.name}[{records.index(instr)}] {instr}: {err}") from None
                 for name, ap in instr.operand_fields().items():
                     if ap.space is Space.HBM:
-                        _check_hbm(stream.name, index, instr, name, ap, tensors)
-                if isinstance(instr, Signal):
-                    owner = signallers.setdefault(instr.sem, stream.name)
-                    if owner != stream.name:
-                        raise ProgramError(
-                            f"{stream.name}[{index}] {instr}: semaphore {instr.sem} is already "
-                            f"signalled by stream {owner}; each semaphore has one signalling "
-                            f"stream")
-                    signals[instr.sem] += 1
-        for stream in self.streams:
-            for index, instr in enumerate(stream.instructions):
-                if isinstance(instr, Wait) and instr.value > signals[instr.sem]:
-                    raise ProgramError(
-                        f"{stream.name}[{index}] {instr}: waits for {instr.value} signals of "
-                        f"semaphore {instr.sem} but the program signals it {signals[instr.sem]} "
-                        f"times (deadlock)")
+                        _check_hbm(stream.name, records, instr, name, ap, tensors)
+                checked.add(instr)
+        self.check_signallers()
+        self._check_waits()
+
+    def check_signallers(self) -> None:
+        """Raise ProgramError if a semaphore is signalled from more than one stream."""
+        sync = self.sync
+        stream_of = np.repeat(np.arange(len(self.streams)), np.diff(sync.stream_first))
+        signals = np.flatnonzero(sync.code == SIGNAL)
+        sems, first = np.unique(sync.sem[signals], return_index=True)
+        owner = stream_of[signals[first]][np.searchsorted(sems, sync.sem[signals])]
+        intruders = signals[stream_of[signals] != owner]
+        if intruders.size:
+            row = int(intruders[0])
+            sem = int(sync.sem[row])
+            owner_name = self.streams[int(stream_of[signals[sync.sem[signals] == sem][0]])].name
+            raise ProgramError(
+                f"{self._locate_row(row)}: semaphore {sem} is already signalled by stream "
+                f"{owner_name}; each semaphore has one signalling stream")
+
+    def _check_waits(self) -> None:
+        sync = self.sync
+        hopeless = np.flatnonzero((sync.code == WAIT) & (sync.slot == sync.never))
+        if hopeless.size:
+            row = int(hopeless[0])
+            sem, needed = int(sync.sem[row]), int(sync.value[row])
+            raise ProgramError(
+                f"{self._locate_row(row)}: waits for {needed} signals of semaphore {sem} but "
+                f"the program signals it {sync.signals_of(sem)} times (deadlock)")
+
+    def _locate_row(self, row: int) -> str:
+        k = int(np.searchsorted(self.sync.stream_first, row, side="right") - 1)
+        return self.locate(self.streams[k].name, row - int(self.sync.stream_first[k]))
 
 
-def _check_hbm(stream: str, index: int, instr: Instruction, name: str, ap: AccessPattern,
-               tensors: dict[str, DramTensor]) -> None:
-    def where() -> str:  # formatted only on failure: validation runs on every instruction
-        return f"{stream}[{index}] {instr}"
+def _check_hbm(stream: str, records: tuple[Instruction, ...], instr: Instruction, name: str,
+               ap: AccessPattern, tensors: dict[str, DramTensor]) -> None:
+    def where() -> str:  # found and formatted only on failure
+        return f"{stream}[{records.index(instr)}] {instr}"
 
     if ap.tensor not in tensors:
         raise ProgramError(f"{where()}: operand {name} names undeclared tensor {ap.tensor!r}")

@@ -111,6 +111,10 @@ def _operand(instr, ins: Values, name: str, integer: bool = False):
 
 
 def _apply(op: str, data, operand, reverse: bool):
+    if op in BITWISE_ALU and not np.issubdtype(np.result_type(data), np.integer):
+        # Integer tiles whose first op made a fractional intermediate (an int plus a float
+        # immediate): a bitwise second op takes it rounded half to even, as an integer write.
+        data = np.rint(data).astype(np.int64)
     return ALU[op](operand, data) if reverse else ALU[op](data, operand)
 
 
@@ -125,7 +129,9 @@ def _affine(instr, shape: tuple[int, ...]) -> np.ndarray:
 
 # ---- one function per opcode -----------------------------------------------------------------
 def dma_copy(instr, ins: Values) -> Values:
-    return {"dst": ins["src"].reshape(-1)}
+    # dst takes src's elements in row-major order: the write reshapes them to dst's shape
+    # (without a copy when the shapes already agree).
+    return {"dst": ins["src"]}
 
 
 def matmul(instr, ins: Values) -> Values:

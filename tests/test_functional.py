@@ -302,6 +302,81 @@ def test_psum_first_matmul_overwrites_later_ones_accumulate():
     np.testing.assert_allclose(out["only0"], products[0], rtol=1e-5, atol=1e-5)
 
 
+def _reloaded_operand_program(reload_stationary: bool, start_with_base: bool) -> Program:
+    """Two accumulating matmuls into one PSUM bank whose second operand tile is reloaded in
+    place between them (synchronised), then a second group reusing the reloaded tile."""
+    b = ProgramBuilder("reload")
+    for name in ("s0", "s1", "m0", "m1"):
+        b.tensor(name, (64, 32), "fp32", "input")
+    b.tensor("first", (32, 32), "fp32", "output")
+    b.tensor("second", (32, 32), "fp32", "output")
+    stat, mov = sbuf(64, 32, "fp32"), sbuf(64, 32, "fp32", offset=256)
+    bank, other = psum(32, 32), psum(32, 32, offset=2048)
+    loaded, used = b.semaphore(), b.semaphore()
+    b.emit("dma0", DmaCopy(stat, hbm("s0", 64, 32, 32, "fp32")))
+    b.emit("dma0", DmaCopy(mov, hbm("m0", 64, 32, 32, "fp32")))
+    b.sync("dma0", "tensor", loaded)
+    if start_with_base:  # the bank holds 1.0 from an earlier group; the first matmul adds
+        b.emit("vector", Memset(bank, 1.0))
+        b.sync("vector", "tensor", b.semaphore())
+    b.emit("tensor", MatMul(bank, stat, mov, accumulate=start_with_base))
+    b.sync("tensor", "dma0", used)
+    b.emit("dma0", DmaCopy(stat if reload_stationary else mov,
+                           hbm("s1" if reload_stationary else "m1", 64, 32, 32, "fp32")))
+    b.sync("dma0", "tensor", loaded)
+    b.emit("tensor", MatMul(bank, stat, mov, accumulate=True))
+    b.emit("tensor", MatMul(other, stat, mov))  # a new group over the reloaded tile
+    b.sync("tensor", "vector", used)
+    b.emit("vector", TensorCopy(sbuf(32, 32, "fp32", offset=1024), bank))
+    b.emit("vector", TensorCopy(sbuf(32, 32, "fp32", offset=1280), other))
+    b.sync("vector", "dma1", b.semaphore())
+    b.emit("dma1", DmaCopy(hbm("first", 32, 32, 32, "fp32"), sbuf(32, 32, "fp32", offset=1024)))
+    b.emit("dma1", DmaCopy(hbm("second", 32, 32, 32, "fp32"),
+                           sbuf(32, 32, "fp32", offset=1280)))
+    return b.build()
+
+
+@pytest.mark.parametrize("reload_stationary", [False, True])
+@pytest.mark.parametrize("start_with_base", [False, True])
+def test_accumulation_groups_see_operand_tiles_as_they_were_when_each_matmul_ran(
+        reload_stationary, start_with_base):
+    # Matmuls of a group are computed together when the result is needed; a tile reloaded in
+    # place while the group is open must not leak into the matmuls issued before the reload.
+    rng = np.random.default_rng(3)
+    inputs = {name: rng.standard_normal((64, 32)).astype(np.float32)
+              for name in ("s0", "s1", "m0", "m1")}
+    out = execute_functional(_reloaded_operand_program(reload_stationary, start_with_base),
+                             inputs).outputs
+    x = {name: value.astype(np.float64) for name, value in inputs.items()}
+    s_after, m_after = (x["s1"], x["m0"]) if reload_stationary else (x["s0"], x["m1"])
+    first = x["s0"].T @ x["m0"] + s_after.T @ m_after + (1.0 if start_with_base else 0.0)
+    np.testing.assert_allclose(out["first"], first, rtol=1e-5, atol=1e-4)  # fp32 sums
+    np.testing.assert_allclose(out["second"], s_after.T @ m_after, rtol=1e-5, atol=1e-4)
+
+
+def test_long_accumulation_groups_are_computed_in_bounded_pieces():
+    # 200 matmuls of K=128 into one bank: more rows than one pending group holds (16384).
+    b = ProgramBuilder("long")
+    b.tensor("s", (128, 2), "fp32", "input")
+    b.tensor("m", (128, 3), "fp32", "input")
+    b.tensor("out", (2, 3), "fp32", "output")
+    stat, mov, bank = sbuf(128, 2, "fp32"), sbuf(128, 3, "fp32", offset=64), psum(2, 3)
+    b.emit("dma0", DmaCopy(stat, hbm("s", 128, 2, 2, "fp32")))
+    b.emit("dma0", DmaCopy(mov, hbm("m", 128, 3, 3, "fp32")))
+    b.sync("dma0", "tensor", b.semaphore())
+    for k in range(200):
+        b.emit("tensor", MatMul(bank, stat, mov, accumulate=k > 0))
+    b.sync("tensor", "vector", b.semaphore())
+    b.emit("vector", TensorCopy(sbuf(2, 3, "fp32", offset=128), bank))
+    b.sync("vector", "dma1", b.semaphore())
+    b.emit("dma1", DmaCopy(hbm("out", 2, 3, 3, "fp32"), sbuf(2, 3, "fp32", offset=128)))
+    s = np.linspace(-1, 1, 256).reshape(128, 2).astype(np.float32)
+    m = np.linspace(0, 2, 384).reshape(128, 3).astype(np.float32)
+    out = execute_functional(b.build(), {"s": s, "m": m}).outputs["out"]
+    # fp32 sums of 25600 products: rounding ~sqrt(25600) x 6e-8 = 1e-5 typical; 1e-4 stated.
+    np.testing.assert_allclose(out, 200 * (s.astype(np.float64).T @ m), rtol=1e-4)
+
+
 def test_check_initialized_false_reads_zeros():
     b = ProgramBuilder("zeros")
     b.tensor("y", (4, 8), "fp32", "output")

@@ -125,7 +125,8 @@ def test_cli_tile_override_changes_time_not_results(tmp_path, capsys):
         with np.load(out) as data:
             outputs.append(data["logits"])
     assert times[0] != times[1]
-    np.testing.assert_array_equal(outputs[0], outputs[1])
+    # Other tiles group the fp32 additions of each PSUM accumulation differently: fp32 rounding.
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
 
 
 def test_cli_compile_dumps_the_fused_graph(capsys):

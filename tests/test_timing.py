@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from emulator.machine import INFERENTIA2, NEURONCORE_V2
 from emulator.report import memory_traffic
 from emulator.runner import run
-from emulator.timing import TimingDeadlock, schedule
+from emulator.timing import TimingDeadlock, encode, schedule
 from isa import (
     Activation,
     DmaCopy,
@@ -288,5 +288,5 @@ def test_utilisation_bounded_and_bytes_match_instructions(shape, dt, buffers):
     assert memory["hbm_read_bytes"] == (k * m + k * n) * size
     assert memory["hbm_write_bytes"] == m * n * 4
     assert memory["dma_bytes"] == (k * m + k * n) * size + m * n * 4
-    assert memory == memory_traffic(program)
+    assert memory == memory_traffic(encode(program, NEURONCORE_V2))
     assert report.flops == 2 * m * k * n + m * n  # matmuls + the PSUM drain copies

@@ -128,6 +128,15 @@ def test_immediate_masks_keep_all_32_bits():
     np.testing.assert_array_equal(out, (src & 0x7FFFFF0F) | 1)
 
 
+def test_a_bitwise_second_op_rounds_a_fractional_intermediate_half_to_even():
+    # int32 src + 1.5 is fractional; the bitwise op takes it as an integer: rint, then & 5.
+    ts = TensorScalar(sbuf(1, 4, "int32", offset=64), sbuf(1, 4, "int32"), "add", 1.5,
+                      "bitwise_and", 5.0)
+    src = np.array([[3, 2, -4, 0]], np.int32)  # + 1.5 -> 4.5, 3.5, -2.5, 1.5
+    out = run_instruction(ts, {"src": src})["dst"]
+    np.testing.assert_array_equal(out, np.array([[4 & 5, 4 & 5, -2 & 5, 2 & 5]]))
+
+
 def test_divide_and_pow_with_reversed_operands():
     ts = TensorScalar(sbuf(2, 3, "fp32", offset=64), sbuf(2, 3, "fp32"), "divide", 6.0,
                       "pow", 2.0, reverse0=True, reverse1=True)
