@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emulator.collector import collector_paused
 from emulator.memory import DeviceMemory, OnChipMemory
 from isa.access import AccessPattern
 from isa.dtypes import cast, compute_view
@@ -283,6 +284,7 @@ def prepare_inputs(program: Program, inputs: dict[str, np.ndarray]) -> dict[str,
     return prepared
 
 
+@collector_paused()
 def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             hbm: DeviceMemory | None = None, rng: np.random.Generator | None = None,
             check_initialized: bool = True,

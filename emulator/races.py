@@ -9,11 +9,11 @@ groups are checked for interleaving and partial-sum reads.  DESIGN.md, "Two kind
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import count
 
 import numba
 import numpy as np
 
+from emulator.collector import collector_paused
 from emulator.functional import legal_order
 from isa.access import AccessPattern
 from isa.instructions import Instruction, MatMul, Transpose
@@ -187,7 +187,7 @@ def happens_before(program: Program) -> HappensBefore:
     and ProgramError if a semaphore is signalled from two streams (the v-th signal would not be
     one instruction)."""
     program.check_signallers()
-    sync = program.sync
+    sync = program.table
     position, epoch, clocks, placed = _vector_clocks(sync.stream_first, sync.code, sync.slot,
                                                      sync.n_slots)
     if placed < len(sync.code):
@@ -362,7 +362,7 @@ class _Analysis:
         self.p_high = np.array(high, np.int64)
         self.key = self.p_key[self.pattern]
         # Flatten the per-stream arrays so each access finds its instruction's row at once.
-        flat = self.program.sync.stream_first[self.stream] + self.index
+        flat = self.program.table.stream_first[self.stream] + self.index
         self.lin = np.concatenate([*self.hb.position, [0]])[flat].astype(np.int64)
         self.epoch = np.concatenate([*self.hb.epoch, [0]])[flat].astype(np.int64)
 
@@ -370,19 +370,13 @@ class _Analysis:
         """One column entry per operand access (reads, then writes, of each instruction in
         program order).  Operands are worked out once per distinct instruction and repeated
         over its rows with array operations."""
-        sync = self.program.sync
-        rows = np.flatnonzero(sync.code == OTHER)  # waits and signals have no operands
-        stream_of = np.repeat(np.arange(len(self.instructions)), np.diff(sync.stream_first))
-        records = [instr for instructions in self.instructions for instr in instructions]
-        memo: dict[Instruction, int] = {}
-        fact = np.fromiter(map(memo.setdefault, map(records.__getitem__, rows.tolist()),
-                               count()), np.int64, len(rows))
-        distinct, fact = np.unique(fact, return_inverse=True)
-        fact = fact.ravel()
+        table = self.program.table
+        rows = np.flatnonzero(table.code == OTHER)  # waits and signals have no operands
+        fact = table.record[rows]
         ids: dict[AccessPattern, int] = {}
         names: dict[str, int] = {}
         counts, write, operand, pattern = [], [], [], []
-        for instr in map(records.__getitem__, rows[distinct].tolist()):
+        for instr in table.distinct:
             accesses = [(False, name, ap) for name, ap in instr.reads().items()]
             accesses += [(True, name, ap) for name, ap in instr.writes().items()]
             counts.append(len(accesses))
@@ -401,8 +395,8 @@ class _Analysis:
         self.distinct = list(ids)  # pattern id -> AccessPattern
         self.pattern = np.array(pattern, np.int64)[entry]
         self.write = np.array(write, bool)[entry]
-        self.stream = stream_of[row]
-        self.index = row - sync.stream_first[self.stream]
+        self.stream = table.stream_of[row]
+        self.index = row - table.stream_first[self.stream]
 
     def access(self, a: int) -> Access:
         k, i = int(self.stream[a]), int(self.index[a])
@@ -561,7 +555,7 @@ class _Analysis:
         closed: list[_Group] = []
         regions: dict[AccessPattern, tuple] = {}
         meets: dict[tuple[int, int], bool] = {}
-        sync = self.program.sync
+        sync = self.program.table
         first = sync.stream_first[k]
         for i in np.flatnonzero(sync.code[first:sync.stream_first[k + 1]] == OTHER).tolist():
             instr = instructions[i]
@@ -690,6 +684,7 @@ def find_accumulation_hazards(program: Program,
     return _Analysis(program).hazards(limit)
 
 
+@collector_paused()
 def check_races(program: Program) -> None:
     """Raise RaceError for the program's first data race, or AccumulationError for its first
     accumulation hazard, whichever the default order reaches first (a hazard on a tie: its

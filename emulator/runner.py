@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from emulator.collector import collector_paused
 from emulator.functional import FunctionalResult, execute
 from emulator.machine import CoreSpec, InstanceSpec
 from emulator.machine_file import machine as resolve_machine
@@ -50,6 +51,7 @@ def core_and_chip(machine: str | InstanceSpec | CoreSpec):
     return instance.chip.core, instance.chip
 
 
+@collector_paused()
 def run(program: Program, inputs: dict[str, np.ndarray] | None = None,
         machine: str | InstanceSpec | CoreSpec = "inf2", *, functional: bool = True,
         timing: bool = True, rng: np.random.Generator | None = None,

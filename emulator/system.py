@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emulator.collector import collector_paused
 from emulator.functional import FunctionalCore, prepare_inputs
 from emulator.interconnect import Topology
 from emulator.machine import InstanceSpec
@@ -125,6 +126,7 @@ def _collective_table(groups: list[list[int]], rows: list[_Row], topology: Topol
     return CollectiveTable(groups, durations, links, len(link_index)), link_bytes
 
 
+@collector_paused()
 def run_system(programs: list[Program], inputs: list[dict[str, np.ndarray]] | None = None,
                machine: str | InstanceSpec = "inf2.48xlarge", *, ranks: list[int] | None = None,
                functional: bool = True, race_check: bool = True) -> SystemResult:

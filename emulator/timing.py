@@ -12,13 +12,12 @@ Time is float64 nanoseconds; each engine's cycles follow from its clock.
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, field
-from itertools import count
 
 import numba
 import numpy as np
 
+from emulator.collector import collector_paused
 from emulator.costs import Cost, instruction_cost
 from emulator.machine import ChipSpec, CoreSpec, chip_spec
 from isa.access import AccessPattern
@@ -119,64 +118,48 @@ def encode(program: Program, spec: CoreSpec) -> EncodedProgram:
     once per distinct instruction; the context (stationary switches, same-engine dependences,
     semaphore slots) is worked out with array operations over the rows.
     """
-    # Looking a million records up allocates; with a large program alive, Python's cyclic
-    # collector would rescan every instruction record again and again (superlinear).
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
+    with collector_paused():
         return _encode(program, spec)
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
-    # Each row refers to the facts of its distinct instruction (facts 0 and 1 stand for every
-    # wait and every signal, whose semaphore slots come from the program's sync table).
-    sync = program.sync
+    # Each row refers to the facts of its distinct instruction on its engine (facts 0 and 1
+    # stand for every wait and every signal, whose semaphore slots come from the program's
+    # instruction table).
+    table = program.table
     facts: list[_Facts] = [_SYNC_FACTS[WAIT], _SYNC_FACTS[SIGNAL]]
-    memos: dict[Engine, dict[Instruction, int]] = {}
+    fact_of: dict[tuple[Engine, int], int] = {}  # (engine, distinct instruction) -> fact
     stream_queue = np.full(len(program.streams), -1, np.int64)
-    index = sync.code.astype(np.int64) - WAIT  # waits -> fact 0, signals -> fact 1
+    index = table.code.astype(np.int64) - WAIT  # waits -> fact 0, signals -> fact 1
     others: list[tuple[Engine, np.ndarray]] = []  # each stream's rows that are not sync
     for s, stream in enumerate(program.streams):
         engine = stream_engine(stream.name)
         if engine is Engine.DMA:
             stream_queue[s] = int(stream.name[3:])
-        first = sync.stream_first[s]
-        where = np.flatnonzero(sync.code[first:sync.stream_first[s + 1]] == COMPUTE)
-        records = stream.instructions
-        index[first + where] = _fact_ids(list(map(records.__getitem__, where.tolist())), engine,
-                                         memos.setdefault(engine, {}), facts, spec)
-        others.append((engine, first + where))
-    table = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(index), 10)
-    synchronising = sync.code != COMPUTE
-    table[synchronising, 6] = sync.slot[synchronising]
-    _patch_context(table, index, facts, others, spec)
-    return EncodedProgram(
-        program, [s.name for s in program.streams], sync.stream_first,
-        table[:, 0].astype(np.int8), table[:, 1].copy(), table[:, 2].copy(), table[:, 3].copy(),
-        table[:, 4].copy(), table[:, 5].astype(np.int8), table[:, 6].astype(np.int64),
-        table[:, 7].copy(), table[:, 8].astype(np.int64), table[:, 9].copy(), stream_queue,
-        sync.n_slots, [f.cost for f in facts], index, [f.record for f in facts])
-
-
-def _fact_ids(records: list[Instruction], engine: Engine, memo: dict[Instruction, int],
-              facts: list[_Facts], spec: CoreSpec) -> np.ndarray:
-    """The fact number of each record, adding facts for records not seen before."""
-    base = len(facts)
-    # One hash per row: a record seen before gets its fact number; a new one gets base + its
-    # row, so the first row of every new distinct record is known without a Python loop.
-    fid = np.fromiter(map(memo.setdefault, records, count(base)), np.int64, len(records))
-    new = fid >= base
-    if new.any():
-        firsts = np.unique(fid[new])
+        first = table.stream_first[s]
+        rows = first + np.flatnonzero(table.code[first:table.stream_first[s + 1]] == COMPUTE)
+        numbers, inverse = np.unique(table.record[rows], return_inverse=True)
         clock = spec.clock_ghz(engine)
-        for row in (firsts - base).tolist():
-            memo[records[row]] = len(facts)
-            facts.append(_facts(records[row], engine, spec, clock))
-        fid[new] = base + np.searchsorted(firsts, fid[new])
-    return fid
+        ids = []
+        for number in numbers.tolist():
+            fid = fact_of.get((engine, number))
+            if fid is None:
+                fid = fact_of[(engine, number)] = len(facts)
+                facts.append(_facts(table.distinct[number], engine, spec, clock))
+            ids.append(fid)
+        index[rows] = np.array(ids, np.int64)[inverse.ravel()]
+        others.append((engine, rows))
+    columns = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(index), 10)
+    synchronising = table.code != COMPUTE
+    columns[synchronising, 6] = table.slot[synchronising]
+    _patch_context(columns, index, facts, others, spec)
+    return EncodedProgram(
+        program, [s.name for s in program.streams], table.stream_first,
+        columns[:, 0].astype(np.int8), columns[:, 1].copy(), columns[:, 2].copy(),
+        columns[:, 3].copy(), columns[:, 4].copy(), columns[:, 5].astype(np.int8),
+        columns[:, 6].astype(np.int64), columns[:, 7].copy(), columns[:, 8].astype(np.int64),
+        columns[:, 9].copy(), stream_queue, table.n_slots, [f.cost for f in facts], index,
+        [f.record for f in facts])
 
 
 def _patch_context(table: np.ndarray, index: np.ndarray, facts: list[_Facts],

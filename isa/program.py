@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
-from itertools import repeat
+from itertools import count, repeat
 from math import prod
 from operator import attrgetter
 
@@ -23,7 +23,7 @@ from isa.instructions import Instruction, InstructionError, Signal, Wait
 from isa.target import Engine, Space, Target, stream_engine
 
 TENSOR_KINDS = ("input", "output", "scratch")
-OTHER, WAIT, SIGNAL = 0, 1, 2  # SyncTable.code
+OTHER, WAIT, SIGNAL = 0, 1, 2  # InstructionTable.code
 _CODE = {Wait: WAIT, Signal: SIGNAL}
 _SEM, _VALUE = attrgetter("sem"), attrgetter("value")
 
@@ -70,10 +70,12 @@ class Stream:
 
 
 @dataclass(frozen=True)
-class SyncTable:
-    """Every instruction's part in synchronisation, as arrays over all rows (the streams'
-    instructions one stream after another).
+class InstructionTable:
+    """A program's instructions as arrays over all rows (the streams one after another), for
+    the passes that walk big programs: validation, race detection, the timing model.
 
+    `record` numbers each row's instruction by value among the `distinct` ones, so a pass
+    works once per distinct instruction and spreads its answers over the rows with numpy.
     Signal number v of semaphore s has its own slot; a wait for (s, v) names that slot.  A
     semaphore's signals come from one stream, so they take consecutive slots in program order.
     Waits that no signal can satisfy name slot `never` (= the number of signals), which no
@@ -82,6 +84,8 @@ class SyncTable:
 
     stream_first: np.ndarray  # [streams + 1] first row of each stream
     code: np.ndarray  # int8: OTHER, WAIT or SIGNAL
+    record: np.ndarray  # index into `distinct`; -1 for waits and signals
+    distinct: tuple[Instruction, ...]  # the distinct instructions other than waits and signals
     sem: np.ndarray  # the semaphore of a wait or signal; -1 otherwise
     value: np.ndarray  # wait: signals it needs; signal: which signal of its semaphore it is
     slot: np.ndarray  # wait: slot of the signal it needs; signal: its own slot; -1 otherwise
@@ -91,14 +95,28 @@ class SyncTable:
     def n_slots(self) -> int:
         return self.never + 1
 
+    @property
+    def stream_of(self) -> np.ndarray:
+        """The stream number of every row."""
+        return np.repeat(np.arange(len(self.stream_first) - 1), np.diff(self.stream_first))
+
     @classmethod
-    def of(cls, streams: tuple[Stream, ...]) -> SyncTable:
+    def of(cls, streams: tuple[Stream, ...]) -> InstructionTable:
         lengths = [len(s.instructions) for s in streams]
         stream_first = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
         records = [r for s in streams for r in s.instructions]
-        # map() over the records runs in C: big programs are mostly waits and signals.
+        # One pass over the records, in map() calls that run in C but for the records' hashing.
         code = np.fromiter(map(_CODE.get, map(type, records), repeat(OTHER)), np.int8,
                            len(records))
+        others = np.flatnonzero(code == OTHER)
+        # A record seen before gets the number it got then; a new one its place among others.
+        memo: dict[Instruction, int] = {}
+        first = np.fromiter(map(memo.setdefault, map(records.__getitem__, others.tolist()),
+                                count()), np.int64, len(others))
+        firsts, number = np.unique(first, return_inverse=True)
+        record = np.full(len(records), -1, np.int64)
+        record[others] = number.ravel()
+        distinct = tuple(map(records.__getitem__, others[firsts].tolist()))
         sem = np.full(len(records), -1, np.int64)
         value = np.zeros(len(records), np.int64)
         slot = np.full(len(records), -1, np.int64)
@@ -124,7 +142,7 @@ class SyncTable:
         satisfiable[satisfiable] = needed[satisfiable] <= counts[at[satisfiable]]
         slot[waits] = len(signals)
         slot[waits[satisfiable]] = base[at[satisfiable]] + needed[satisfiable] - 1
-        return cls(stream_first, code, sem, value, slot, len(signals))
+        return cls(stream_first, code, record, distinct, sem, value, slot, len(signals))
 
     def signals_of(self, sem: int) -> int:
         """How many times the program signals `sem`."""
@@ -162,9 +180,9 @@ class Program:
         raise KeyError(f"program {self.name} has no stream {name!r}")
 
     @cached_property
-    def sync(self) -> SyncTable:
-        """The program's waits and signals as arrays (computed once: programs are immutable)."""
-        return SyncTable.of(self.streams)
+    def table(self) -> InstructionTable:
+        """The program's instructions as arrays (computed once: programs are immutable)."""
+        return InstructionTable.of(self.streams)
 
     @property
     def instruction_count(self) -> int:
@@ -178,8 +196,8 @@ class Program:
         """Raise ProgramError naming the first illegal stream, instruction, tensor or semaphore."""
         legal = set(target.stream_names)
         tensors = self.tensor_map
-        sync = self.sync
-        valid: dict[Engine, set[Instruction]] = {}
+        table = self.table
+        valid: dict[Engine, set[int]] = {}
         for k, stream in enumerate(self.streams):
             if stream.name not in legal:
                 raise ProgramError(
@@ -187,64 +205,69 @@ class Program:
                     f"{', '.join(target.stream_names)})")
             engine = stream_engine(stream.name)
             checked = valid.setdefault(engine, set())
-            records = stream.instructions
-            code = sync.code[sync.stream_first[k]:sync.stream_first[k + 1]]
+            first = table.stream_first[k]
+            code = table.code[first:table.stream_first[k + 1]]
             # Programs repeat instructions: check each distinct one once, in program order, so
             # the first illegal one is the one reported.  Whether a wait or signal is legal
             # does not depend on its semaphore: the first of each kind stands for the rest.
-            rows = np.flatnonzero(code == OTHER).tolist()
-            rows += [int(r[0]) for r in (np.flatnonzero(code == WAIT)[:1],
-                                         np.flatnonzero(code == SIGNAL)[:1]) if r.size]
-            for instr in dict.fromkeys(map(records.__getitem__, sorted(rows))):
-                if instr in checked:
+            others = np.flatnonzero(code == OTHER)
+            numbers, at = np.unique(table.record[first + others], return_index=True)
+            rows = dict(zip(others[at].tolist(), numbers.tolist()))
+            for kind in (WAIT, SIGNAL):
+                found = np.flatnonzero(code == kind)[:1]
+                rows.update((int(r), -1) for r in found)
+            for index in sorted(rows):
+                number = rows[index]
+                if number in checked:
                     continue
+                instr = stream.instructions[index]
                 try:
                     instr.validate(target, engine)
                 except InstructionError as err:
-                    raise ProgramError(
-                        f"{stream.name}[{records.index(instr)}] {instr}: {err}") from None
+                    raise ProgramError(f"{stream.name}[{index}] {instr}: {err}") from None
                 for name, ap in instr.operand_fields().items():
                     if ap.space is Space.HBM:
-                        _check_hbm(stream.name, records, instr, name, ap, tensors)
-                checked.add(instr)
+                        _check_hbm(stream.name, index, instr, name, ap, tensors)
+                if number >= 0:
+                    checked.add(number)
         self.check_signallers()
         self._check_waits()
 
     def check_signallers(self) -> None:
         """Raise ProgramError if a semaphore is signalled from more than one stream."""
-        sync = self.sync
-        stream_of = np.repeat(np.arange(len(self.streams)), np.diff(sync.stream_first))
-        signals = np.flatnonzero(sync.code == SIGNAL)
-        sems, first = np.unique(sync.sem[signals], return_index=True)
-        owner = stream_of[signals[first]][np.searchsorted(sems, sync.sem[signals])]
+        table = self.table
+        stream_of = table.stream_of
+        signals = np.flatnonzero(table.code == SIGNAL)
+        sems, first = np.unique(table.sem[signals], return_index=True)
+        owner = stream_of[signals[first]][np.searchsorted(sems, table.sem[signals])]
         intruders = signals[stream_of[signals] != owner]
         if intruders.size:
             row = int(intruders[0])
-            sem = int(sync.sem[row])
-            owner_name = self.streams[int(stream_of[signals[sync.sem[signals] == sem][0]])].name
+            sem = int(table.sem[row])
+            owner_name = self.streams[int(stream_of[signals[table.sem[signals] == sem][0]])].name
             raise ProgramError(
                 f"{self._locate_row(row)}: semaphore {sem} is already signalled by stream "
                 f"{owner_name}; each semaphore has one signalling stream")
 
     def _check_waits(self) -> None:
-        sync = self.sync
-        hopeless = np.flatnonzero((sync.code == WAIT) & (sync.slot == sync.never))
+        table = self.table
+        hopeless = np.flatnonzero((table.code == WAIT) & (table.slot == table.never))
         if hopeless.size:
             row = int(hopeless[0])
-            sem, needed = int(sync.sem[row]), int(sync.value[row])
+            sem, needed = int(table.sem[row]), int(table.value[row])
             raise ProgramError(
                 f"{self._locate_row(row)}: waits for {needed} signals of semaphore {sem} but "
-                f"the program signals it {sync.signals_of(sem)} times (deadlock)")
+                f"the program signals it {table.signals_of(sem)} times (deadlock)")
 
     def _locate_row(self, row: int) -> str:
-        k = int(np.searchsorted(self.sync.stream_first, row, side="right") - 1)
-        return self.locate(self.streams[k].name, row - int(self.sync.stream_first[k]))
+        k = int(np.searchsorted(self.table.stream_first, row, side="right") - 1)
+        return self.locate(self.streams[k].name, row - int(self.table.stream_first[k]))
 
 
-def _check_hbm(stream: str, records: tuple[Instruction, ...], instr: Instruction, name: str,
-               ap: AccessPattern, tensors: dict[str, DramTensor]) -> None:
-    def where() -> str:  # found and formatted only on failure
-        return f"{stream}[{records.index(instr)}] {instr}"
+def _check_hbm(stream: str, index: int, instr: Instruction, name: str, ap: AccessPattern,
+               tensors: dict[str, DramTensor]) -> None:
+    def where() -> str:  # formatted only on failure
+        return f"{stream}[{index}] {instr}"
 
     if ap.tensor not in tensors:
         raise ProgramError(f"{where()}: operand {name} names undeclared tensor {ap.tensor!r}")
