@@ -20,7 +20,7 @@ from emulator.memory import (
     OnChipMemory,
     UninitializedReadError,
 )
-from isa import INF2, AccessPattern, DramTensor, Space, Target, hbm, psum, sbuf
+from isa import INF2, AccessPattern, DmaCopy, DramTensor, Space, Target, hbm, psum, sbuf
 from tests.conftest import element_indices
 from tests.strategies import (
     access_patterns,
@@ -353,20 +353,25 @@ def test_equal_operands_built_alike_are_one_shared_object():
         assert clone == a and hash(clone) == hash(a)
 
 
-def test_a_pickled_operand_equals_its_original_in_a_process_with_another_hash_seed(tmp_path):
+@pytest.mark.parametrize("kind", ["operand", "instruction"])
+def test_a_pickled_value_equals_its_original_in_a_process_with_another_hash_seed(tmp_path, kind):
     # Strings hash differently in each process; a hash cached before pickling must not travel.
     import os
     import pickle
     import subprocess
     import sys
 
-    saved = tmp_path / "ap.pkl"
-    a = hbm("x", 128, 4096, 512, "bf16", 1024)
+    saved = tmp_path / "value.pkl"
+    make = {"operand": "hbm('x', 128, 4096, 512, 'bf16', 1024)",
+            "instruction": "DmaCopy(sbuf(128, 512, 'bf16'), hbm('x', 128, 4096, 512, 'bf16'))",
+            }[kind]
+    a = {"operand": hbm("x", 128, 4096, 512, "bf16", 1024),
+         "instruction": DmaCopy(sbuf(128, 512, "bf16"), hbm("x", 128, 4096, 512, "bf16"))}[kind]
     hash(a)  # caches the hash in this process
     saved.write_bytes(pickle.dumps(a))
-    check = ("import pickle, sys; from isa import hbm; "
+    check = ("import pickle, sys; from isa import DmaCopy, hbm, sbuf; "
              f"b = pickle.loads(open({str(saved)!r}, 'rb').read()); "
-             "a = hbm('x', 128, 4096, 512, 'bf16', 1024); "
+             f"a = {make}; "
              "sys.exit(0 if (a == b and hash(a) == hash(b) and b in {a}) else 1)")
     seed = "2" if os.environ.get("PYTHONHASHSEED") == "1" else "1"
     done = subprocess.run([sys.executable, "-c", check], env={**os.environ, "PYTHONHASHSEED": seed},

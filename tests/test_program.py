@@ -229,3 +229,48 @@ def test_a_bare_dma_stream_is_not_a_queue():
         stream_engine("dma")
     with pytest.raises(ValueError, match=r"unknown stream 'dma'"):
         Program("p", (), (Stream("dma", (Signal(0),)),))
+
+
+# ---- the instruction table ------------------------------------------------------------------
+def test_instruction_table_numbers_equal_records_once_and_gives_each_signal_a_slot():
+    load = DmaCopy(sbuf(4, 8, "fp32"), hbm("x", 4, 8, 8, "fp32"))
+    copy = TensorCopy(sbuf(4, 8, "fp32", offset=64), sbuf(4, 8, "fp32"))
+    program = Program("p", (DramTensor("x", (4, 8), "fp32", "input"),), (
+        Stream("dma0", (load, Signal(5), DmaCopy(sbuf(4, 8, "fp32"), hbm("x", 4, 8, 8, "fp32")),
+                        Signal(5), Signal(2))),
+        Stream("vector", (Wait(5, 2), copy, Wait(2, 1), copy, Wait(7, 1), Wait(5, 3)))))
+    table = program.table
+    assert table.stream_first.tolist() == [0, 5, 11]
+    assert table.stream_of.tolist() == [0] * 5 + [1] * 6
+    assert table.code.tolist() == [0, 2, 0, 2, 2, 1, 0, 1, 0, 1, 1]
+    # Equal records (built apart) share a number; numbers follow first appearance.
+    assert table.distinct == (load, copy)
+    assert table.record.tolist() == [0, -1, 0, -1, -1, -1, 1, -1, 1, -1, -1]
+    # Slots by semaphore, then program order: sem 2's one signal is slot 0, sem 5's are 1, 2.
+    assert table.slot[[1, 3, 4]].tolist() == [1, 2, 0]
+    assert table.value[[1, 3, 4]].tolist() == [1, 2, 1]  # which signal of its semaphore
+    # wait(5, 2) needs slot 2, wait(2, 1) slot 0; sem 7 is never signalled and sem 5 only
+    # twice: those waits name the slot no signal fills.
+    assert table.never == 3 and table.n_slots == 4
+    assert table.slot[[5, 7, 9, 10]].tolist() == [2, 0, 3, 3]
+    assert table.signals_of(5) == 2 and table.signals_of(7) == 0
+    assert program.table is table  # computed once
+
+
+@settings(max_examples=40, deadline=None)
+@given(programs())
+def test_instruction_table_matches_the_records_row_by_row(program):
+    table = program.table
+    rows = [instr for stream in program.streams for instr in stream.instructions]
+    assert len(rows) == len(table.code)
+    counts: dict[int, int] = {}
+    for row, instr in enumerate(rows):
+        if isinstance(instr, Wait):
+            assert table.code[row] == 1 and table.sem[row] == instr.sem
+            assert table.value[row] == instr.value
+        elif isinstance(instr, Signal):
+            counts[instr.sem] = counts.get(instr.sem, 0) + 1
+            assert table.code[row] == 2 and table.value[row] == counts[instr.sem]
+        else:
+            assert table.code[row] == 0 and table.distinct[table.record[row]] == instr
+    assert len(set(table.distinct)) == len(table.distinct)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from emulator.functional import DeadlockError
+from emulator.functional import DeadlockError, legal_order
 from emulator.memory import DeviceMemory, OnChipMemory
 from emulator.races import (
     Access,
@@ -589,3 +589,12 @@ def test_random_programs_happens_before_matches_reachability(program):
     hb = happens_before(program)
     nodes = [(s.name, i) for s in program.streams for i in range(len(s.instructions))]
     assert all(hb.before(a, c) == ((a, c) in before) for a in nodes for c in nodes if a != c)
+
+
+@settings(max_examples=60, deadline=None)
+@given(random_programs())
+def test_vector_clock_positions_are_places_in_the_default_legal_order(program):
+    # Races are reported in the order the functional executor's default interleaving meets them.
+    hb = happens_before(program)
+    for place, (stream, index) in enumerate(legal_order(program)):
+        assert hb.runs_at(stream, index) == place
