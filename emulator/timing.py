@@ -76,6 +76,10 @@ class _Facts:
     orders: bool = True  # False for DMA transfers: they are not same-engine dependences
 
 
+# The dtypes of a fact's row: kind, busy, latency, load, dependent, ports, semaphore slot, DMA
+# bytes, DMA rows, HBM bytes (EncodedProgram's columns, in order).
+_COLUMN_DTYPES = (np.int8, np.float64, np.float64, np.float64, np.float64, np.int8, np.int64,
+                  np.float64, np.int64, np.float64)
 _SYNC_FACTS = {kind: _Facts(None, (), (), (kind, 0.0, 0.0, -1.0, 0.0, 0, -1, 0.0, 0, 0.0))
                for kind in (WAIT, SIGNAL)}
 
@@ -149,21 +153,21 @@ def _encode(program: Program, spec: CoreSpec) -> EncodedProgram:
             ids.append(fid)
         index[rows] = np.array(ids, np.int64)[inverse.ravel()]
         others.append((engine, rows))
-    columns = np.array([f.row for f in facts], dtype=np.float64)[index].reshape(len(index), 10)
+    # Each column gathered from the facts straight into its own dtype: a million-row program
+    # makes no wide temporary table.
+    per_fact = list(zip(*(f.row for f in facts)))
+    columns = [np.array(values, dtype)[index] for values, dtype in zip(per_fact, _COLUMN_DTYPES)]
     synchronising = table.code != COMPUTE
-    columns[synchronising, 6] = table.slot[synchronising]
-    _patch_context(columns, index, facts, others, spec)
+    columns[6][synchronising] = table.slot[synchronising]
+    _patch_context(columns[3], columns[4], index, facts, others, spec)
     return EncodedProgram(
-        program, [s.name for s in program.streams], table.stream_first,
-        columns[:, 0].astype(np.int8), columns[:, 1].copy(), columns[:, 2].copy(),
-        columns[:, 3].copy(), columns[:, 4].copy(), columns[:, 5].astype(np.int8),
-        columns[:, 6].astype(np.int64), columns[:, 7].copy(), columns[:, 8].astype(np.int64),
-        columns[:, 9].copy(), stream_queue, table.n_slots, [f.cost for f in facts], index,
-        [f.record for f in facts])
+        program, [s.name for s in program.streams], table.stream_first, *columns, stream_queue,
+        table.n_slots, [f.cost for f in facts], index, [f.record for f in facts])
 
 
-def _patch_context(table: np.ndarray, index: np.ndarray, facts: list[_Facts],
-                   others: list[tuple[Engine, np.ndarray]], spec: CoreSpec) -> None:
+def _patch_context(load_ns: np.ndarray, dependent_ns: np.ndarray, index: np.ndarray,
+                   facts: list[_Facts], others: list[tuple[Engine, np.ndarray]],
+                   spec: CoreSpec) -> None:
     """LoadStationary time where a matmul's stationary operand differs from the previous
     matmul's on its stream, and the dependent-instruction overhead where an instruction reads
     what the previous one on its engine wrote."""
@@ -179,7 +183,7 @@ def _patch_context(table: np.ndarray, index: np.ndarray, facts: list[_Facts],
             key = stationary[index[matmuls]]
             switched = np.ones(key.size, bool)
             switched[1:] = key[1:] != key[:-1]
-            table[matmuls, 3] = np.where(switched, load[index[matmuls]], 0.0)
+            load_ns[matmuls] = np.where(switched, load[index[matmuls]], 0.0)
         # The ~100-cycle dependent overhead is a Vector/Scalar/GpSimd rule [A2 5.2]; PSUM
         # accumulation into the same bank streams back to back on TensorE.
         if engine is Engine.TENSOR:
@@ -192,7 +196,7 @@ def _patch_context(table: np.ndarray, index: np.ndarray, facts: list[_Facts],
         depends = np.array([any(_overlaps(r, w) for r in facts[later].reads
                                 for w in facts[earlier].writes)
                             for earlier, later in zip(*np.divmod(pairs, len(facts)))], bool)
-        table[rows[1:][depends[inverse.ravel()]], 4] = spec.dependent_overhead / \
+        dependent_ns[rows[1:][depends[inverse.ravel()]]] = spec.dependent_overhead / \
             spec.clock_ghz(engine)
 
 

@@ -62,23 +62,12 @@ def _same_size(name_a: str, a: AP, name_b: str, b: AP) -> None:
 
 
 def record(cls: type) -> type:
-    """An instruction record: a frozen dataclass whose hash is computed once.
+    """An instruction record: a frozen dataclass with slots.
 
-    Programs hold the same few instructions thousands of times over, and validation and the
-    timing model look every row up in tables keyed by instruction value.
+    Programs hold up to millions of records; slots keep each one small and its fields next to
+    its header, which is what the passes over a big program spend their time reading.
     """
-    cls = dataclass(frozen=True)(cls)
-    by_value = cls.__hash__
-
-    def __hash__(self) -> int:
-        cached = self.__dict__.get("_hash")
-        if cached is None:
-            cached = by_value(self)
-            object.__setattr__(self, "_hash", cached)
-        return cached
-
-    cls.__hash__ = __hash__
-    return cls
+    return dataclass(frozen=True, slots=True)(cls)
 
 
 @functools.cache
@@ -145,12 +134,6 @@ class Instruction:
 
     def check_limits(self, target: Target) -> None:
         """Opcode-specific architecture limits; overridden where an opcode has them."""
-
-    def __getstate__(self) -> dict:
-        # The cached hash belongs to this process (strings hash differently in each).
-        state = dict(self.__dict__)
-        state.pop("_hash", None)
-        return state
 
     def __str__(self) -> str:
         from isa.assembly import format_instruction

@@ -9,9 +9,10 @@ only, which makes the happens-before order of a program exact (the race detector
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from functools import cached_property
-from itertools import count, repeat
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from functools import cache, cached_property
+from itertools import chain, count, repeat
 from math import prod
 from operator import attrgetter
 
@@ -25,7 +26,14 @@ from isa.target import Engine, Space, Target, stream_engine
 TENSOR_KINDS = ("input", "output", "scratch")
 OTHER, WAIT, SIGNAL = 0, 1, 2  # InstructionTable.code
 _CODE = {Wait: WAIT, Signal: SIGNAL}
-_SEM, _VALUE = attrgetter("sem"), attrgetter("value")
+_SEM, _SEM_VALUE = attrgetter("sem"), attrgetter("sem", "value")
+
+
+@cache
+def _fields_of(record_type: type) -> Callable[[Instruction], object]:
+    """A C-level getter of a record's field values: equal values, equal records."""
+    names = [f.name for f in fields(record_type)]
+    return attrgetter(*names) if names else type  # no fields: all records of a type are equal
 
 
 class ProgramError(ValueError):
@@ -104,29 +112,46 @@ class InstructionTable:
     def of(cls, streams: tuple[Stream, ...]) -> InstructionTable:
         lengths = [len(s.instructions) for s in streams]
         stream_first = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64)
-        records = [r for s in streams for r in s.instructions]
-        # One pass over the records, in map() calls that run in C but for the records' hashing.
-        code = np.fromiter(map(_CODE.get, map(type, records), repeat(OTHER)), np.int8,
-                           len(records))
-        others = np.flatnonzero(code == OTHER)
-        # A record seen before gets the number it got then; a new one its place among others.
-        memo: dict[Instruction, int] = {}
-        first = np.fromiter(map(memo.setdefault, map(records.__getitem__, others.tolist()),
-                                count()), np.int64, len(others))
-        firsts, number = np.unique(first, return_inverse=True)
+        records = list(chain.from_iterable(s.instructions for s in streams))
+        # One pass over the records, in map() calls that run in C; equal records are found by
+        # their field values, per record type (hashing the records themselves would run two
+        # Python calls each, on memory a million records no longer keep in the caches).
+        types = list(map(type, records))
+        code = np.fromiter(map(_CODE.get, types, repeat(OTHER)), np.int8, len(records))
+        kind_of: dict[type, int] = {}
+        kind = np.fromiter(map(kind_of.setdefault, types, count()), np.int64, len(records))
         record = np.full(len(records), -1, np.int64)
-        record[others] = number.ravel()
-        distinct = tuple(map(records.__getitem__, others[firsts].tolist()))
+        firsts, numbered = [], []  # per record type: first row of each distinct value; rows
+        for record_type, number in kind_of.items():
+            if record_type in _CODE:
+                continue
+            rows = np.flatnonzero(kind == number)
+            values = map(_fields_of(record_type), map(records.__getitem__, rows.tolist()))
+            memo: dict[object, int] = {}  # a value seen before gets its first place
+            first = np.fromiter(map(memo.setdefault, values, count()), np.int64, len(rows))
+            places, local = np.unique(first, return_inverse=True)
+            numbered.append((rows, local.ravel(), sum(len(f) for f in firsts)))
+            firsts.append(rows[places])
+        first_rows = np.concatenate([np.zeros(0, np.int64), *firsts])
+        order = np.argsort(first_rows, kind="stable")  # number records by first appearance
+        rank = np.empty(len(order), np.int64)
+        rank[order] = np.arange(len(order))
+        for rows, local, offset in numbered:
+            record[rows] = rank[offset + local]
+        distinct = tuple(map(records.__getitem__, first_rows[order].tolist()))
         sem = np.full(len(records), -1, np.int64)
         value = np.zeros(len(records), np.int64)
         slot = np.full(len(records), -1, np.int64)
         rows = {}
-        for kind in (WAIT, SIGNAL):
-            rows[kind] = np.flatnonzero(code == kind)
-            found = list(map(records.__getitem__, rows[kind].tolist()))
-            sem[rows[kind]] = np.fromiter(map(_SEM, found), np.int64, len(found))
-            if kind is WAIT:
-                value[rows[kind]] = np.fromiter(map(_VALUE, found), np.int64, len(found))
+        for sync in (WAIT, SIGNAL):
+            rows[sync] = np.flatnonzero(code == sync)
+            found = map(records.__getitem__, rows[sync].tolist())
+            if sync == WAIT:  # (sem, value) pairs, read in one pass
+                pairs = np.fromiter(chain.from_iterable(map(_SEM_VALUE, found)), np.int64,
+                                    2 * len(rows[sync])).reshape(-1, 2)
+                sem[rows[sync]], value[rows[sync]] = pairs[:, 0], pairs[:, 1]
+            else:
+                sem[rows[sync]] = np.fromiter(map(_SEM, found), np.int64, len(rows[sync]))
         signals = rows[SIGNAL]
         order = np.argsort(sem[signals], kind="stable")
         slot[signals[order]] = np.arange(len(signals))
