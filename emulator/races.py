@@ -534,16 +534,25 @@ class _Analysis:
     # ---- PSUM accumulation groups --------------------------------------------------------------
     def hazards(self, limit: int | None) -> list[AccumulationHazard]:
         """Accumulation-group hazards in order of the offending instruction in `legal_order`."""
+        # Per distinct instruction: 1 if it opens a group (a matmul that overwrites, or a
+        # transpose), 0 if it accumulates, -1 if it is neither; and its region's number.
+        distinct = self.program.table.distinct
+        roles = np.array([(0 if instr.accumulate else 1) if type(instr) is MatMul else
+                          1 if type(instr) is Transpose else -1 for instr in distinct], np.int64)
+        regions: dict[tuple, int] = {}
+        region_of = [regions.setdefault(_canonical(instr.dst), len(regions)) if role >= 0
+                     else -1 for instr, role in zip(distinct, roles.tolist())]
         found: list[tuple[int, int, AccumulationHazard]] = []
         for k, instructions in enumerate(self.instructions):
-            groups = self._walk_groups(k, instructions, found)
+            groups = self._walk_groups(k, instructions, roles, region_of, found)
             self._partial_sums(k, groups, found)
         found.sort(key=lambda item: item[:2])
         hazards = [hazard for _, _, hazard in found]
         return hazards if limit is None else hazards[:limit]
 
-    def _walk_groups(self, k: int, instructions: tuple[Instruction, ...],
-                     found: list[tuple[int, int, AccumulationHazard]]) -> list[_Group]:
+    def _walk_groups(self, k: int, instructions: tuple[Instruction, ...], roles: np.ndarray,
+                     region_of: list[int], found: list[tuple[int, int, AccumulationHazard]]
+                     ) -> list[_Group]:
         """Follow the groups of one stream in program order; report (a) and (b) hazards.
 
         An accumulate=False matmul (or a transpose, a matmul against identity) closes every
@@ -551,21 +560,19 @@ class _Analysis:
         continues the open group on exactly its region.  Open groups are therefore disjoint."""
         name = self.program.streams[k].name
         position = self.hb.position[k]
-        open_groups: dict[tuple, _Group] = {}
+        table = self.program.table
+        first = table.stream_first[k]
+        numbers = table.record[first:table.stream_first[k + 1]]
+        rows = np.flatnonzero(numbers >= 0)
+        rows = rows[roles[numbers[rows]] >= 0]
+        open_groups: dict[int, _Group] = {}  # by region number, in opening order
         closed: list[_Group] = []
-        regions: dict[AccessPattern, tuple] = {}
-        meets: dict[tuple[int, int], bool] = {}
-        sync = self.program.table
-        first = sync.stream_first[k]
-        for i in np.flatnonzero(sync.code[first:sync.stream_first[k + 1]] == OTHER).tolist():
+        closes: dict[tuple[int, ...], tuple[int, ...]] = {}  # (region, *open) -> closed ones
+        for i, number in zip(rows.tolist(), numbers[rows].tolist()):
             instr = instructions[i]
-            if type(instr) is not MatMul and type(instr) is not Transpose:
-                continue
             dst = instr.dst
-            region = regions.get(dst)
-            if region is None:
-                region = regions[dst] = _canonical(dst)
-            if isinstance(instr, MatMul) and instr.accumulate:
+            region = region_of[number]
+            if roles[number] == 0:  # an accumulating matmul
                 group = open_groups.get(region)
                 if group is not None:
                     group.last = i
@@ -583,15 +590,16 @@ class _Analysis:
                                                 _region_of(dst, self.bytes.of(dst)))
                 found.append((int(position[i]), 0, hazard))
                 continue
-            for key, group in list(open_groups.items()):
-                # Streams reuse a few destinations: remember each pair's answer, by identity
-                # (the program holds the operands, so their ids are stable).
-                pair = (id(group.dst), id(dst))
-                meet = meets.get(pair)
-                if meet is None:
-                    meet = meets[pair] = self.bytes.overlap(group.dst, dst) is not None
-                if meet:
-                    closed.append(open_groups.pop(key))
+            # Which open groups a new one closes depends only on the regions involved (equal
+            # regions touch equal bytes): streams cycle through a few, so remember the answer.
+            state = (region, *open_groups)
+            ended = closes.get(state)
+            if ended is None:
+                ended = closes[state] = tuple(
+                    key for key, group in open_groups.items()
+                    if self.bytes.overlap(group.dst, dst) is not None)
+            for key in ended:
+                closed.append(open_groups.pop(key))
             open_groups[region] = _Group(i, i, dst)
         return closed + list(open_groups.values())
 

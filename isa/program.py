@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cache, cached_property
-from itertools import chain, count, repeat
+from itertools import chain, count
 from math import prod
 from operator import attrgetter
 
@@ -116,10 +116,13 @@ class InstructionTable:
         # One pass over the records, in map() calls that run in C; equal records are found by
         # their field values, per record type (hashing the records themselves would run two
         # Python calls each, on memory a million records no longer keep in the caches).
-        types = list(map(type, records))
-        code = np.fromiter(map(_CODE.get, types, repeat(OTHER)), np.int8, len(records))
-        kind_of: dict[type, int] = {}
-        kind = np.fromiter(map(kind_of.setdefault, types, count()), np.int64, len(records))
+        kind_of: dict[type, int] = {}  # record type -> the row where it first appears
+        kind = np.fromiter(map(kind_of.setdefault, map(type, records), count()), np.int64,
+                           len(records))
+        code = np.full(len(records), OTHER, np.int8)
+        for record_type, number in kind_of.items():
+            if record_type in _CODE:
+                code[kind == number] = _CODE[record_type]
         record = np.full(len(records), -1, np.int64)
         firsts, numbered = [], []  # per record type: first row of each distinct value; rows
         for record_type, number in kind_of.items():
