@@ -423,10 +423,15 @@ def run_scheduler(encoded: list[EncodedProgram], core_chip: list[int], spec: Cor
         [np.full(len(e.streams), k, np.int64) for k, e in enumerate(encoded)]).astype(np.int64)
 
     def cat(name: str) -> np.ndarray:
+        if len(encoded) == 1:  # one core: its arrays as they are (no copies of a big program)
+            return getattr(encoded[0], name)
         return np.concatenate([getattr(e, name) for e in encoded])
 
-    sem_slot = np.concatenate([np.where(e.sem_slot >= 0, e.sem_slot + slot_offsets[k], -1)
-                               for k, e in enumerate(encoded)]).astype(np.int64)
+    if len(encoded) == 1:
+        sem_slot = encoded[0].sem_slot
+    else:
+        sem_slot = np.concatenate([np.where(e.sem_slot >= 0, e.sem_slot + slot_offsets[k], -1)
+                                   for k, e in enumerate(encoded)]).astype(np.int64)
     delay = np.zeros(n) if delay_ns is None else np.asarray(delay_ns, np.float64)
     if delay.shape != (n,) or np.any(delay < 0):
         raise ValueError(f"delay_ns must be {n} non-negative values, got shape {delay.shape}")
