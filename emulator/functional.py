@@ -128,11 +128,15 @@ class FunctionalCore:
             return
         for group in self.pending.values():
             if group.live is not None and _meet(group.live, box):
-                group.stationary = [self._stack(group.stationary)]
-                group.moving = [self._stack(group.moving)]
-                group.live = None
+                self._freeze(group)
         for key in [k for k, (_, b) in self.stacks.items() if _meet(b, box)]:
             del self.stacks[key]
+
+    def _freeze(self, group: _PendingSum) -> None:
+        """Copy the operands a group still reads from SBUF into the group."""
+        group.stationary = [self._stack(group.stationary)]
+        group.moving = [self._stack(group.moving)]
+        group.live = None
 
     def _matmul(self, instr: MatMul) -> None:
         sbuf = self.memories[Space.SBUF]

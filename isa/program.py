@@ -77,7 +77,7 @@ class Stream:
         object.__setattr__(self, "instructions", tuple(self.instructions))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class InstructionTable:
     """A program's instructions as arrays over all rows (the streams one after another), for
     the passes that walk big programs: validation, race detection, the timing model.
