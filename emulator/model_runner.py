@@ -371,7 +371,8 @@ def run_model(graph: Graph, inputs: Mapping[str, Any] | None = None,
     instance = resolve_instance(machine)
     if tensor_parallel != 1:
         if cores != 1 or partition is not None:
-            raise GraphError("tensor_parallel does not combine with cores/partition")
+            raise GraphError("tensor_parallel (--tensor-parallel) does not combine with cores "
+                             "or partition (--cores, --partition): a rank is one core")
         return _run_tensor_parallel(graph, inputs, instance, functional, batch, layouts,
                                     precision, stream, seed, race_check, tensor_parallel,
                                     packed)

@@ -156,10 +156,33 @@ def test_cli_compile_dumps_the_fused_graph(capsys):
     (["run", "softmax", "--layers", "2"], 2, "--layers only apply to a model"),
     (["run", "missing.onnx"], 2, "no such ONNX file missing.onnx"),
     (["run", "mlp", "--cores", "3", "--timing-only"], 1, "cores=3 exceeds the 2 NeuronCores"),
+    (["run", "softmax", "--tensor-parallel", "2"], 2, "--tensor-parallel only apply to a model"),
+    (["run", "bert-base", "--layers", "1", "--seq", "16", "--tensor-parallel", "2", "--cores",
+      "2", "--timing-only"], 1, "does not combine with cores or partition (--cores, --partition)"),
+    (["run", "bert-base", "--layers", "1", "--seq", "16", "--tensor-parallel", "5",
+      "--machine", "inf2.48xlarge", "--timing-only"], 1, "(768, 768) weight does not divide by 5"),
+    (["run", "bert-base", "--layers", "1", "--seq", "16", "--tensor-parallel", "0",
+      "--timing-only"], 1, "tensor_parallel=0 must be a positive int"),
+    (["run", "bert-base", "--layers", "1", "--seq", "16", "--tensor-parallel", "4",
+      "--timing-only"], 1, "tensor_parallel=4 exceeds the 2 NeuronCores of inf2.xlarge"),
 ])
 def test_cli_errors_name_the_value(argv, code, message, capsys):
     assert main(argv) == code
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("packed, ranks", [(False, [0, 2]), (True, [0, 1])])
+def test_cli_tensor_parallel_reports_the_all_reduces_of_its_ranks(packed, ranks, capsys):
+    # inf2.24xlarge: 6 chips of 2 cores.  One rank per chip puts ranks on cores 0 and 2 (the
+    # all-reduce crosses NeuronLink); --packed puts them on the two cores of chip 0.
+    argv = ["run", "bert-base", "--layers", "1", "--seq", "16", "--tensor-parallel", "2",
+            "--machine", "inf2.24xlarge", "--timing-only", "--json"]
+    assert main(argv + (["--packed"] if packed else [])) == 0
+    doc = json.loads(capsys.readouterr().out)
+    collectives = doc["collectives"]
+    assert collectives["ranks"] == ranks
+    assert collectives["count"] == 2  # one all-reduce after attention, one after the FFN
+    assert (collectives["link_bytes"] > 0) is not packed  # same-chip ranks use device memory
 
 
 def test_cli_rejects_an_unknown_pass(capsys):

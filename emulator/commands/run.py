@@ -211,7 +211,9 @@ def _model_options_given(args: argparse.Namespace) -> list[str]:
              "--image-size": args.image_size, "--tile": args.tile,
              "--partition": args.partition}
     given = [flag for flag, value in flags.items() if value is not None]
-    return given + (["--cores"] if args.cores != 1 else [])
+    given += ["--cores"] if args.cores != 1 else []
+    given += ["--tensor-parallel"] if args.tensor_parallel != 1 else []
+    return given + (["--packed"] if args.packed else [])
 
 
 def cmd_run_model(args: argparse.Namespace) -> int:
@@ -233,7 +235,8 @@ def cmd_run_model(args: argparse.Namespace) -> int:
     precision = precision_of(args)
     result = run_model(graph, inputs, args.machine, functional=not args.timing_only,
                        cores=args.cores, partition=args.partition, layouts=layouts,
-                       precision=precision, progress=True, seed=args.seed)
+                       precision=precision, progress=True, seed=args.seed,
+                       tensor_parallel=args.tensor_parallel, packed=args.packed)
     report = result.report
     if args.trace:
         if report.run.schedule is None:
@@ -310,4 +313,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     run_parser.add_argument("--timing-only", action="store_true",
                             help="time the program without computing any values")
     add_model_arguments(run_parser)
+    group = run_parser.add_argument_group("tensor parallelism (BERT and GPT-2 layers)")
+    group.add_argument("--tensor-parallel", type=int, default=1, metavar="N",
+                       help="shard the transformer layers over N ranks (Megatron style: heads "
+                            "and FFN columns split, all-reduces between ranks); one rank per "
+                            "chip, so the all-reduces cross NeuronLink (default 1: no sharding)")
+    group.add_argument("--packed", action="store_true",
+                       help="with --tensor-parallel, put the ranks on the first N cores "
+                            "instead of one per chip")
     run_parser.set_defaults(handler=cmd_run)
