@@ -239,10 +239,11 @@ class ModelReport:
                          f"{_mib(c['link_bytes'])} over NeuronLink")
         lines += [
             "  engine utilisation:"]
-        for k, core in enumerate(self.run.cores):
+        ranks = c.get("ranks") or list(range(len(self.run.cores)))  # tensor parallel: its cores
+        for rank, core in zip(ranks, self.run.cores):
             busy = "  ".join(f"{name} {100 * stats.utilization:.1f}%"
                              for name, stats in core.engines.items())
-            lines.append(f"    core {k}: {busy}")
+            lines.append(f"    core {rank}: {busy}")
         lines.append(f"  top operators by engine busy time (of {len(self.operators)}):")
         width = max((len(o.node) for o in self.top()), default=4)
         lines.append(f"    {'node':<{width}}  {'op':<14}{'busy us':>10}{'span us':>10}"

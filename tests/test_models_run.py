@@ -183,6 +183,10 @@ def test_cli_tensor_parallel_reports_the_all_reduces_of_its_ranks(packed, ranks,
     assert collectives["ranks"] == ranks
     assert collectives["count"] == 2  # one all-reduce after attention, one after the FFN
     assert (collectives["link_bytes"] > 0) is not packed  # same-chip ranks use device memory
+    assert main(argv[:-1] + (["--packed"] if packed else [])) == 0  # the text report
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0].strip() for line in lines
+            if line.startswith("    core ")] == [f"core {rank}" for rank in ranks]
 
 
 def test_cli_rejects_an_unknown_pass(capsys):
