@@ -12,6 +12,9 @@
     numba cache present (run twice, the second reported);
 (e) peak memory: each of (a)-(d) runs in a fresh subprocess that reports its own max RSS.
 
+(a) is also drawn: seconds against program size, log-log, beside the 1e6 instructions/s line
+(`--plot FILE`, default benchmarks/results/speed-timing.png).
+
 Run: `python -m benchmarks.speed [--max 1000000] [--matmul 2048] [--json FILE]`, or
 `ncemu bench speed ...`.  The JSON (default benchmarks/results/speed.json) adds the machine.
 """
@@ -31,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "speed.json"
+DEFAULT_PLOT = Path(__file__).resolve().parent / "results" / "speed-timing.png"
 PARTS = ("timing", "functional", "pe", "cold_start")
 
 # (d): what a user's first command does, timed from inside and (by the parent) from outside.
@@ -293,6 +297,9 @@ def main(argv: list[str] | None = None) -> dict:
                         help="run only this part (repeatable); default all")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, metavar="FILE",
                         help=f"write the figures here (default {DEFAULT_JSON.relative_to(ROOT)})")
+    parser.add_argument("--plot", type=Path, default=DEFAULT_PLOT, metavar="FILE",
+                        help="PNG of timing-only seconds against program size (default "
+                             f"{DEFAULT_PLOT.relative_to(ROOT)})")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)  # child process
     args = parser.parse_args(argv)
     if args.part:
@@ -314,7 +321,33 @@ def main(argv: list[str] | None = None) -> dict:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written to {args.json}")
+    if results.get("timing", {}).get("rows"):
+        print(f"plot of the timing-only rates: {plot_timing(results['timing']['rows'], args.plot)}")
     return results
+
+
+def plot_timing(rows: list[dict], path: Path) -> Path:
+    """Seconds of a timing-only run against instructions, log-log, with the 1e6/s line: a
+    straight line parallel to it is linear scaling."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots()
+    sizes = [r["instructions"] for r in rows]
+    for key, label in (("run_with_race_check_per_s", "whole run, race check on"),
+                       ("run_per_s", "whole run, race check off"),
+                       ("emulate_per_s", "emulation (encode + schedule)")):
+        axes.plot(sizes, [n / r[key] for n, r in zip(sizes, rows)], marker="o", label=label)
+    axes.plot(sizes, [n / 1e6 for n in sizes], "k--", linewidth=1, label="1e6 instructions/s")
+    axes.set(xscale="log", yscale="log", xlabel="instructions in the program",
+             ylabel="seconds", title="timing-only emulation")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    return path
 
 
 if __name__ == "__main__":

@@ -27,3 +27,12 @@ def test_rates_count_instructions_per_second_of_each_scope():
     assert got["emulate_per_s"] == pytest.approx(1000 / 0.4)
     assert got["run_per_s"] == pytest.approx(1000 / 0.55)
     assert got["run_with_race_check_per_s"] == pytest.approx(1000 / 0.75)
+
+
+def test_the_speed_suite_draws_the_timing_rates(tmp_path):
+    from benchmarks.speed import plot_timing
+
+    rows = [{"instructions": n, "emulate_per_s": 5e6, "run_per_s": 2e6,
+             "run_with_race_check_per_s": 1.2e6} for n in (10_000, 100_000)]
+    path = plot_timing(rows, tmp_path / "plots" / "timing.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
