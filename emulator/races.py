@@ -187,13 +187,15 @@ def happens_before(program: Program) -> HappensBefore:
     and ProgramError if a semaphore is signalled from two streams (the v-th signal would not be
     one instruction)."""
     program.check_signallers()
-    sync = program.table
-    position, epoch, clocks, placed = _vector_clocks(sync.stream_first, sync.code, sync.slot,
-                                                     sync.n_slots)
-    if placed < len(sync.code):
+    table = program.table
+    position, epoch, clocks, placed = _vector_clocks(table.stream_first, table.code, table.slot,
+                                                     table.n_slots)
+    if placed < len(table.code):
         for _ in legal_order(program):  # raises DeadlockError naming the blocked streams
             pass
-    first = sync.stream_first
+        raise RuntimeError(f"vector clocks placed {placed} of {len(table.code)} instructions "
+                           f"of {program.name}, yet the program finishes")  # pragma: no cover
+    first = table.stream_first
     split = [slice(first[k], first[k + 1]) for k in range(len(program.streams))]
     return HappensBefore(tuple(s.name for s in program.streams),
                          tuple(position[s] for s in split), tuple(epoch[s] for s in split),
