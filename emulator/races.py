@@ -507,31 +507,38 @@ class _Analysis:
         by_index = by_index[order]
         # Within a segment legal_order positions grow with the index, so this is sorted too.
         by_lin = segment[order] * big + self.lin[order]
-        segments = np.unique(segment)
+        segments, seg_size = np.unique(segment, return_counts=True)
+        seg_start = np.cumsum(seg_size) - seg_size  # a segment's accesses, in `order`
         seg_pattern = segments // (2 * streams)
         seg_stream = (segments // 2) % streams
         seg_write = (segments % 2).astype(bool)
         seg_first = np.searchsorted(seg_pattern, np.arange(count), "left")
         seg_count = np.searchsorted(seg_pattern, np.arange(count), "right") - seg_first
-        pattern_sorted = self.pattern[order]
-        acc_first = np.searchsorted(pattern_sorted, np.arange(count), "left")
-        acc_count = np.searchsorted(pattern_sorted, np.arange(count), "right") - acc_first
-        # Every access b of the later pattern ...
-        pair = np.repeat(np.arange(len(later_pattern)), acc_count[later_pattern])
-        b = order[acc_first[later_pattern[pair]] + _ranks(acc_count[later_pattern])]
+        # Every segment of the later pattern against every segment of the earlier one: only
+        # pairs on two streams with a write between them can race ...
+        pair = np.repeat(np.arange(len(later_pattern)), seg_count[later_pattern])
+        q = np.repeat(seg_first[later_pattern], seg_count[later_pattern]) + _ranks(
+            seg_count[later_pattern])
         earlier = earlier_pattern[pair]
-        # ... against every segment of the earlier pattern on another stream.
-        row = np.repeat(np.arange(len(b)), seg_count[earlier])
+        row = np.repeat(np.arange(len(q)), seg_count[earlier])
         g = np.repeat(seg_first[earlier], seg_count[earlier]) + _ranks(seg_count[earlier])
-        b, earlier = b[row], earlier[row]
+        q = q[row]
+        keep = (seg_stream[q] != seg_stream[g]) & (seg_write[q] | seg_write[g])
+        q, g = q[keep], g[keep]
+        # ... and then each access b of the later segment against the earlier one.
+        row = np.repeat(np.arange(len(q)), seg_size[q])
+        b = order[np.repeat(seg_start[q], seg_size[q]) + _ranks(seg_size[q])]
+        g = g[row]
+        earlier = seg_pattern[g]
         other = seg_stream[g]
-        keep = (other != self.stream[b]) & (seg_write[g] | self.write[b])
-        b, g, other, earlier = b[keep], g[keep], other[keep], earlier[keep]
-        ordered_before = self.hb.clocks[self.epoch[b], other]
-        start = np.searchsorted(by_index, segments[g] * big + ordered_before, "left")
+        # The window ends before the segment's first access that runs after b; it is empty
+        # unless the access just before that end is not ordered before b.  Most pairs are
+        # ordered, so the window's start is looked up only for the others.
         stop = np.searchsorted(by_lin, segments[g] * big + self.lin[b], "left")
-        keep = stop > start
-        return b[keep], earlier[keep], start[keep], stop[keep], order
+        first_unordered = segments[g] * big + self.hb.clocks[self.epoch[b], other]
+        keep = (stop > 0) & (by_index[np.maximum(stop - 1, 0)] >= first_unordered)
+        start = np.searchsorted(by_index, first_unordered[keep], "left")
+        return b[keep], earlier[keep], start, stop[keep], order
 
     # ---- PSUM accumulation groups --------------------------------------------------------------
     def hazards(self, limit: int | None) -> list[AccumulationHazard]:
