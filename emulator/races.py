@@ -9,6 +9,7 @@ groups are checked for interleaving and partial-sum reads.  DESIGN.md, "Two kind
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numba
 import numpy as np
@@ -257,13 +258,22 @@ def _vector_clocks(stream_first, code, slot, n_slots):  # pragma: no cover - com
 
 
 # ---- bytes an access touches -------------------------------------------------------------------
+@lru_cache(maxsize=1024)  # operands are immutable, and programs reuse a few of them
 def touched_bytes(ap: AccessPattern) -> np.ndarray:
     """Sorted distinct byte offsets an access touches: within each of its partitions on chip
-    (every partition has the same free pattern), from the tensor's base in HBM (rows included)."""
+    (every partition has the same free pattern), from the tensor's base in HBM (rows included).
+    The array is shared: read it, do not change it."""
     size = ap.dtype.itemsize
     axes = list(ap.axes)
     if ap.space is Space.HBM:
         axes.insert(0, (ap.partition_stride, ap.partitions))
+    run = 1  # a dense pattern (each axis steps over the whole of the axes inside it) is a range
+    for stride, extent in reversed(axes):
+        if extent > 1 and stride != run:
+            break
+        run *= extent
+    else:
+        return np.arange(ap.offset, ap.offset + run * size, dtype=np.int64)
     elements = np.array([ap.offset // size], np.int64)
     for stride, extent in axes:
         if stride and extent > 1:  # a stride-0 axis repeats elements, it adds no bytes

@@ -49,6 +49,7 @@ from isa import (
     sbuf,
 )
 from kernels.programs import tiled_matmul
+from tests.strategies import access_patterns, dram_tensors, hbm_patterns
 
 TILE = sbuf(128, 64, "fp32")
 OTHER_TILE = sbuf(128, 64, "fp32", offset=4096)
@@ -331,6 +332,22 @@ def test_touched_bytes_follow_strides_and_rows():
     rows = hbm("x", 2, 8, 2, "fp32", offset=4)
     assert touched_bytes(rows).tolist() == [4, 5, 6, 7, 8, 9, 10, 11, 36, 37, 38, 39, 40, 41,
                                             42, 43]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.one_of(access_patterns(Space.SBUF, strided=True), access_patterns(Space.SBUF),
+                 access_patterns(Space.PSUM), access_patterns(Space.SBUF, broadcast=True),
+                 dram_tensors("x").flatmap(hbm_patterns)))
+def test_touched_bytes_are_the_bytes_of_every_element(ap):
+    # From the definition: every element's bytes within its row (on chip) or tensor (HBM).
+    size = ap.dtype.itemsize
+    grids = np.indices(ap.shape, dtype=np.int64)
+    index = grids[0] * ap.partition_stride if ap.space is Space.HBM else 0 * grids[0]
+    index = index + ap.offset // size
+    for axis, (stride, _) in enumerate(ap.axes, start=1):
+        index = index + stride * grids[axis]
+    expected = np.unique((index.reshape(-1, 1) * size + np.arange(size)).ravel())
+    np.testing.assert_array_equal(touched_bytes(ap), expected)
 
 
 # ---- the built-in tiled matmul -----------------------------------------------------------------
