@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 
 from emulator.collector import collector_paused
@@ -18,7 +19,7 @@ from emulator.memory import DeviceMemory, OnChipMemory
 from isa.access import AccessPattern
 from isa.dtypes import cast, compute_view
 from isa.instructions import Instruction, MatMul, Signal, Wait
-from isa.program import Program
+from isa.program import InstructionTable, Program
 from isa.target import Space, Target
 
 _SYNC = (Wait, Signal)
@@ -238,6 +239,83 @@ def legal_order(program: Program, rng: np.random.Generator | None = None
         raise DeadlockError("program deadlocks; blocked: " + "; ".join(blocked))
 
 
+def round_robin(table: InstructionTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """`legal_order`'s default order over a program's table, compiled: each row's place in it,
+    its epoch, the vector clock of each epoch, and how many rows were placed (fewer than all:
+    the program deadlocks)."""
+    return _round_robin(table.stream_first, table.code, table.slot, table.n_slots)
+
+
+@numba.njit(cache=True)
+def _round_robin(stream_first, code, slot, n_slots):  # pragma: no cover - compiled
+    """Run the streams in `legal_order`'s round-robin order, recording each row's place in it,
+    its epoch (the clock row in force) and, per epoch, the vector clock: for every stream, how
+    many of its leading instructions happen before (what the race detector needs).  Returns
+    the rows placed; fewer than all means a deadlock."""
+    n_streams = stream_first.shape[0] - 1
+    n = code.shape[0]
+    n_waits = 0
+    for i in range(n):
+        n_waits += code[i] == 1
+    clocks = np.zeros((n_waits + 1, n_streams), np.int64)  # epoch 0: nothing before a start
+    signal_epoch = np.full(n_slots, -1, np.int64)  # clock row a signal snapshot extends
+    signal_index = np.zeros(n_slots, np.int64)  # ... and the signal's own index + 1
+    position = np.full(n, -1, np.int64)  # -1: not placed (the program deadlocks first)
+    epoch = np.zeros(n, np.int64)
+    current = np.zeros(n_streams, np.int64)
+    pos = stream_first[:-1].copy()
+    runnable = np.zeros(n_streams, np.bool_)
+    epochs = 1
+    placed = 0
+    while True:
+        # As legal_order: each round runs the streams ready at its start, each until it blocks.
+        for k in range(n_streams):
+            i = pos[k]
+            runnable[k] = i < stream_first[k + 1] and (code[i] != 1
+                                                       or signal_epoch[slot[i]] >= 0)
+        if not runnable.any():
+            break
+        for k in range(n_streams):
+            if not runnable[k]:
+                continue
+            while pos[k] < stream_first[k + 1]:
+                i = pos[k]
+                if code[i] == 1:  # WAIT: merge the clock of the signal it needs
+                    s = slot[i]
+                    if signal_epoch[s] < 0:
+                        break
+                    for j in range(n_streams):
+                        clocks[epochs, j] = max(clocks[current[k], j], clocks[signal_epoch[s], j])
+                    owner = np.searchsorted(stream_first, signal_index[s] - 1, side="right") - 1
+                    clocks[epochs, owner] = max(clocks[epochs, owner],
+                                                signal_index[s] - stream_first[owner])
+                    current[k] = epochs
+                    epochs += 1
+                epoch[i] = current[k]
+                if code[i] == 2:  # SIGNAL: it waits for itself and all before it
+                    signal_epoch[slot[i]] = current[k]
+                    signal_index[slot[i]] = i + 1
+                position[i] = placed
+                placed += 1
+                pos[k] += 1
+    return position, epoch, clocks[:epochs], placed
+
+
+
+def default_order(program: Program) -> tuple[list[tuple[str, int]], bool]:
+    """The (stream, index) pairs of `legal_order(program)` and whether they are all of the
+    program (False: it deadlocks after them)."""
+    table = program.table
+    position, _, _, placed = round_robin(table)
+    ran = np.flatnonzero(position >= 0)
+    rows = np.empty(placed, np.int64)
+    rows[position[ran]] = ran
+    stream = table.stream_of[rows]
+    names = [s.name for s in program.streams]
+    return (list(zip(map(names.__getitem__, stream.tolist()),
+                     (rows - table.stream_first[stream]).tolist())), placed == len(position))
+
+
 def checked_order(program: Program, order: list[tuple[str, int]]) -> Iterator[tuple[str, int]]:
     """Yield a given order after checking that it is legal: each stream in sequence, every
     instruction exactly once, and no wait before the signals it needs."""
@@ -309,7 +387,13 @@ def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             hbm.store(tensor.name, prepared[tensor.name])
     core = FunctionalCore(target, hbm, check_initialized)
     streams = {s.name: s.instructions for s in program.streams}
-    sequence = legal_order(program, rng) if order is None else checked_order(program, order)
+    finishes = True
+    if order is not None:
+        sequence = checked_order(program, order)
+    elif rng is not None:
+        sequence = legal_order(program, rng)
+    else:  # the default interleaving, worked out in one compiled pass
+        sequence, finishes = default_order(program)
     executed = []
     for stream, index in sequence:
         instr = streams[stream][index]
@@ -320,6 +404,11 @@ def execute(program: Program, inputs: dict[str, np.ndarray], target: Target,
             err.args = (f"{stream}[{index}] {instr}: {err}",)
             raise
         executed.append((stream, index))
+    if not finishes:
+        for _ in legal_order(program):  # raises DeadlockError naming the blocked streams
+            pass
+        raise RuntimeError(f"the compiled order stopped after {len(executed)} instructions of "
+                           f"{program.name}, yet the program finishes")  # pragma: no cover
     core.settle()
     outputs = {t.name: hbm.load(t.name) for t in program.tensors if t.kind == "output"}
     return FunctionalResult(outputs, executed, hbm)

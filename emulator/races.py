@@ -11,11 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-import numba
 import numpy as np
 
 from emulator.collector import collector_paused
-from emulator.functional import legal_order
+from emulator.functional import legal_order, round_robin
 from isa.access import AccessPattern
 from isa.instructions import Instruction, MatMul, Transpose
 from isa.program import OTHER, Program
@@ -189,8 +188,7 @@ def happens_before(program: Program) -> HappensBefore:
     one instruction)."""
     program.check_signallers()
     table = program.table
-    position, epoch, clocks, placed = _vector_clocks(table.stream_first, table.code, table.slot,
-                                                     table.n_slots)
+    position, epoch, clocks, placed = round_robin(table)
     if placed < len(table.code):
         for _ in legal_order(program):  # raises DeadlockError naming the blocked streams
             pass
@@ -201,60 +199,6 @@ def happens_before(program: Program) -> HappensBefore:
     return HappensBefore(tuple(s.name for s in program.streams),
                          tuple(position[s] for s in split), tuple(epoch[s] for s in split),
                          clocks)
-
-
-@numba.njit(cache=True)
-def _vector_clocks(stream_first, code, slot, n_slots):  # pragma: no cover - compiled
-    """Run the streams in `legal_order`'s round-robin order, recording each row's place in it,
-    its epoch (the clock row in force) and, per epoch, the vector clock.  Returns the rows
-    placed; fewer than all means a deadlock."""
-    n_streams = stream_first.shape[0] - 1
-    n = code.shape[0]
-    n_waits = 0
-    for i in range(n):
-        n_waits += code[i] == 1
-    clocks = np.zeros((n_waits + 1, n_streams), np.int64)  # epoch 0: nothing before a start
-    signal_epoch = np.full(n_slots, -1, np.int64)  # clock row a signal snapshot extends
-    signal_index = np.zeros(n_slots, np.int64)  # ... and the signal's own index + 1
-    position = np.zeros(n, np.int64)
-    epoch = np.zeros(n, np.int64)
-    current = np.zeros(n_streams, np.int64)
-    pos = stream_first[:-1].copy()
-    runnable = np.zeros(n_streams, np.bool_)
-    epochs = 1
-    placed = 0
-    while True:
-        # As legal_order: each round runs the streams ready at its start, each until it blocks.
-        for k in range(n_streams):
-            i = pos[k]
-            runnable[k] = i < stream_first[k + 1] and (code[i] != 1
-                                                       or signal_epoch[slot[i]] >= 0)
-        if not runnable.any():
-            break
-        for k in range(n_streams):
-            if not runnable[k]:
-                continue
-            while pos[k] < stream_first[k + 1]:
-                i = pos[k]
-                if code[i] == 1:  # WAIT: merge the clock of the signal it needs
-                    s = slot[i]
-                    if signal_epoch[s] < 0:
-                        break
-                    for j in range(n_streams):
-                        clocks[epochs, j] = max(clocks[current[k], j], clocks[signal_epoch[s], j])
-                    owner = np.searchsorted(stream_first, signal_index[s] - 1, side="right") - 1
-                    clocks[epochs, owner] = max(clocks[epochs, owner],
-                                                signal_index[s] - stream_first[owner])
-                    current[k] = epochs
-                    epochs += 1
-                epoch[i] = current[k]
-                if code[i] == 2:  # SIGNAL: it waits for itself and all before it
-                    signal_epoch[slot[i]] = current[k]
-                    signal_index[slot[i]] = i + 1
-                position[i] = placed
-                placed += 1
-                pos[k] += 1
-    return position, epoch, clocks[:epochs], placed
 
 
 # ---- bytes an access touches -------------------------------------------------------------------
