@@ -110,12 +110,18 @@ def _operand(instr, ins: Values, name: str, integer: bool = False):
     return np.float32(value) if isinstance(value, float) else value
 
 
+def _alu(op: str, a, b):
+    """One ALU op.  Integer tiles can carry a fractional intermediate into a second op (an int
+    plus a float immediate, a division): a bitwise op takes its operands rounded half to even,
+    as an integer write would."""
+    if op in BITWISE_ALU:
+        a, b = (x if np.issubdtype(np.result_type(x), np.integer)
+                else np.rint(x).astype(np.int64) for x in (a, b))
+    return ALU[op](a, b)
+
+
 def _apply(op: str, data, operand, reverse: bool):
-    if op in BITWISE_ALU and not np.issubdtype(np.result_type(data), np.integer):
-        # Integer tiles whose first op made a fractional intermediate (an int plus a float
-        # immediate): a bitwise second op takes it rounded half to even, as an integer write.
-        data = np.rint(data).astype(np.int64)
-    return ALU[op](operand, data) if reverse else ALU[op](data, operand)
+    return _alu(op, operand, data) if reverse else _alu(op, data, operand)
 
 
 def _affine(instr, shape: tuple[int, ...]) -> np.ndarray:
@@ -190,13 +196,14 @@ def tensor_tensor_scan(instr, ins: Values) -> Values:
     in0, in1 = _flat(ins["in0"]), _flat(ins["in1"])
     carry = _operand(instr, ins, "initial")
     carry = np.broadcast_to(np.asarray(carry, in0.dtype), (in0.shape[0], 1)).reshape(-1)
-    out = np.empty_like(in0)
-    op0, op1 = ALU[instr.op0], ALU[instr.op1]
+    columns = []
     with np.errstate(all="ignore"):
         for i in range(in0.shape[1]):  # the recurrence is sequential along the free axis
-            carry = op1(op0(in0[:, i], carry), in1[:, i])
-            out[:, i] = carry
-    return {"dst": out}
+            carry = _alu(instr.op1, _alu(instr.op0, in0[:, i], carry), in1[:, i])
+            columns.append(carry)
+    # Stacked in the carry's own type: a fractional carry on integer tiles reaches the write
+    # port's rounding instead of being truncated here.
+    return {"dst": np.stack(columns, axis=1)}
 
 
 def memset(instr, ins: Values) -> Values:

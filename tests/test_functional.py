@@ -14,7 +14,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.functional import DeadlockError, execute, legal_order, prepare_inputs
+from emulator.functional import (
+    DeadlockError,
+    default_order,
+    execute,
+    legal_order,
+    prepare_inputs,
+)
 from emulator.memory import UninitializedReadError
 from isa import (
     INF2,
@@ -170,6 +176,23 @@ def test_deadlock_names_every_blocked_stream():
                                             r"value=1; gpsimd\[1\] wait sem=2 value=1; "
                                             r"sync\[0\] wait sem=1 value=1"):
         list(legal_order(program, np.random.default_rng(0)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(programs())
+def test_the_compiled_default_order_is_legal_orders_round_robin(program):
+    order, finishes = default_order(program)
+    assert finishes and order == list(legal_order(program))
+
+
+def test_the_compiled_default_order_stops_where_a_program_deadlocks():
+    program = Program("p", (), (Stream("vector", (Signal(0), Wait(1, 1))),
+                                Stream("gpsimd", (Wait(0, 1), Wait(2, 1), Signal(1))),
+                                Stream("sync", (Wait(1, 1), Signal(2)))))
+    order, finishes = default_order(program)
+    assert not finishes and order == [("vector", 0), ("gpsimd", 0)]
+    with pytest.raises(DeadlockError, match=r"blocked: vector\[1\] wait sem=1 value=1"):
+        execute_functional(program)
 
 
 @settings(max_examples=30)

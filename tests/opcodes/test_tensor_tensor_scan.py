@@ -84,6 +84,23 @@ def test_scan_matches_the_recurrence(ts, seed):
         assert np.all(error <= rtol * np.abs(expected.astype(np.float64)) + drift + atol + 1e-6)
 
 
+def test_integer_scans_keep_a_fractional_carry_until_the_write_rounds_it():
+    # int32 tiles: carry = (in0 / carry) + in1 with initial 2 -> 3 / 2 + 0 = 1.5, then
+    # 3 / 1.5 + 0 = 2.0, ...; the written values round half to even (1.5 -> 2), not truncate.
+    in0 = np.array([[3, 3, 5]], np.int32)
+    zeros = np.zeros_like(in0)
+    divide = TensorTensorScan(sbuf(1, 3, "int32", offset=128), sbuf(1, 3, "int32"),
+                              sbuf(1, 3, "int32", offset=64), 2.0, "divide", "add")
+    out = run_instruction(divide, {"in0": in0, "in1": zeros})["dst"]
+    np.testing.assert_array_equal(out, [[2, 2, 2]])  # carries 1.5, 2.0, 2.5
+    # A bitwise second op takes the fractional carry rounded: 1.5 -> 2, & 3 = 2; 3 / 2 = 1.5
+    # again -> 2; 5 / 2 = 2.5 -> 2.
+    masked = TensorTensorScan(sbuf(1, 3, "int32", offset=128), sbuf(1, 3, "int32"),
+                              sbuf(1, 3, "int32", offset=64), 2.0, "divide", "bitwise_and")
+    out = run_instruction(masked, {"in0": in0, "in1": np.full_like(in0, 3)})["dst"]
+    np.testing.assert_array_equal(out, [[2, 2, 2]])
+
+
 def test_running_sum_and_decayed_sum():
     x = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
     prefix = TensorTensorScan(sbuf(2, 4, "fp32", offset=128), sbuf(2, 4, "fp32"),
