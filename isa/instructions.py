@@ -499,13 +499,19 @@ def _check_group(record: Instruction, reduces: bool) -> None:
 
 
 @record
-class AllReduce(Instruction):
-    """Every rank's dst = reduction over the ranks of their src (same shapes everywhere)."""
+class _Collective(Instruction):
+    """The operands every group collective has: each rank's src and dst, and the ranks."""
 
-    opcode: ClassVar[str] = "all_reduce"
     dst: AP
     src: AP
     ranks: tuple[int, ...]
+
+
+@record
+class AllReduce(_Collective):
+    """Every rank's dst = reduction over the ranks of their src (same shapes everywhere)."""
+
+    opcode: ClassVar[str] = "all_reduce"
     op: str = "add"
 
     def __post_init__(self) -> None:
@@ -515,13 +521,10 @@ class AllReduce(Instruction):
 
 
 @record
-class AllGather(Instruction):
+class AllGather(_Collective):
     """Every rank's dst = the ranks' src blocks concatenated in rank-list order."""
 
     opcode: ClassVar[str] = "all_gather"
-    dst: AP
-    src: AP
-    ranks: tuple[int, ...]
 
     def __post_init__(self) -> None:
         _check_group(self, reduces=False)
@@ -531,13 +534,10 @@ class AllGather(Instruction):
 
 
 @record
-class ReduceScatter(Instruction):
+class ReduceScatter(_Collective):
     """Rank i's dst = reduction over the ranks of block i of their src."""
 
     opcode: ClassVar[str] = "reduce_scatter"
-    dst: AP
-    src: AP
-    ranks: tuple[int, ...]
     op: str = "add"
 
     def __post_init__(self) -> None:
